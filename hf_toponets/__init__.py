@@ -1,0 +1,20 @@
+"""hf_toponets: TopoNets (topographic neural networks trained with TopoLoss) for the Hugging Face stack."""
+
+__version__ = "0.1.0"
+
+from .config import TopoConfig
+from .loss import sheet_loss, sheet_losses, topo_loss, topo_losses
+from .sheet import sheet_shape, weight_to_sheet
+from .targets import TopoTarget, resolve_targets
+
+__all__ = [
+    "TopoConfig",
+    "TopoTarget",
+    "resolve_targets",
+    "sheet_loss",
+    "sheet_losses",
+    "sheet_shape",
+    "topo_loss",
+    "topo_losses",
+    "weight_to_sheet",
+]

@@ -1,0 +1,145 @@
+"""TopoConfig: which layers are topographic and how strongly; what travels with a checkpoint.
+
+The config is stored as the ``topo`` entry of a model's ``config.json`` (see
+:func:`TopoConfig.to_dict`), so plain ``from_pretrained`` and Hub pushes keep it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+CONFIG_KEY = "topo"  # the entry of config.json that holds the TopoConfig
+INTERPOLATIONS = ("bilinear", "nearest")
+SCHEDULE_KINDS = ("constant", "linear", "cosine")
+
+
+def _check_names(value, arg: str, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, str):
+        if not value:
+            raise ValueError(f"TopoConfig: {arg} is an empty string; give a regex or a list of names")
+        return
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value):
+        if not value and not allow_none:
+            raise ValueError(f"TopoConfig: {arg} is empty; name at least one module, e.g. ['c_fc']")
+        return
+    raise ValueError(f"TopoConfig: {arg} must be a regex str or a list of module names, got {value!r}")
+
+
+def check_schedule(phases: list[dict]) -> list[dict]:
+    """Validate tau schedule phases; return them as plain dicts with defaults filled in."""
+    out = []
+    for i, p in enumerate(phases):
+        if not isinstance(p, dict):
+            raise ValueError(f"TopoConfig: tau_schedule[{i}] must be a dict, got {p!r}")
+        unknown = set(p) - {"kind", "steps", "start", "end"}
+        if unknown:
+            raise ValueError(f"TopoConfig: tau_schedule[{i}] has unknown keys {sorted(unknown)}")
+        kind = p.get("kind")
+        if kind not in SCHEDULE_KINDS:
+            raise ValueError(f"TopoConfig: tau_schedule[{i}] kind must be one of {SCHEDULE_KINDS}, got {kind!r}")
+        steps = p.get("steps")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
+            raise ValueError(f"TopoConfig: tau_schedule[{i}] steps must be a positive int, got {steps!r}")
+        start, end = float(p.get("start", 1.0)), float(p.get("end", p.get("start", 1.0)))
+        if min(start, end) < 0 or not math.isfinite(start + end):
+            raise ValueError(f"TopoConfig: tau_schedule[{i}] start/end must be finite and >= 0")
+        out.append({"kind": kind, "steps": steps, "start": start, "end": end})
+    return out
+
+
+@dataclass
+class TopoConfig:
+    """Which modules get TopoLoss, and with what blur and weight.
+
+    >>> cfg = TopoConfig(target_modules=["c_fc"], tau=1.0)
+    >>> TopoConfig.from_dict(cfg.to_dict()) == cfg
+    True
+    """
+
+    target_modules: str | list[str] = field(
+        default_factory=lambda: ["c_fc"],
+        metadata={"help": "A regex (full match on the dotted name) or a list of names matched exactly or as a '.suffix'."},
+    )
+    exclude_modules: str | list[str] | None = field(
+        default=None, metadata={"help": "Modules to leave out, same matching rules; applied first."}
+    )
+    tau: float = field(default=1.0, metadata={"help": "Weight of the topographic term (>= 0); 0 only logs it."})
+    factor_h: float = field(default=3.0, metadata={"help": "Blur (downsampling) factor along the sheet's height (>= 1)."})
+    factor_w: float = field(default=3.0, metadata={"help": "Blur (downsampling) factor along the sheet's width (>= 1)."})
+    interpolation: str = field(default="bilinear", metadata={"help": f"Blur interpolation, one of {INTERPOLATIONS}."})
+    tau_schedule: list[dict] = field(
+        default_factory=list,
+        metadata={
+            "help": "Phases [{kind: constant|linear|cosine, steps, start, end}] multiplying tau per optimizer "
+            "step, chained in order; the last phase's end holds afterwards. Empty: constant tau."
+        },
+    )
+    sheets: dict[str, list[int]] | None = field(
+        default=None, metadata={"help": "Filled at save time: each target's sheet shape [h, w, d]."}
+    )
+
+    def __post_init__(self):
+        if isinstance(self.target_modules, tuple):
+            self.target_modules = list(self.target_modules)
+        if isinstance(self.exclude_modules, tuple):
+            self.exclude_modules = list(self.exclude_modules)
+        _check_names(self.target_modules, "target_modules", allow_none=False)
+        _check_names(self.exclude_modules, "exclude_modules", allow_none=True)
+        if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)) or not self.tau >= 0 or not math.isfinite(self.tau):
+            raise ValueError(f"TopoConfig: tau must be a finite number >= 0, got {self.tau!r}")
+        for arg in ("factor_h", "factor_w"):
+            value = getattr(self, arg)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1 or not math.isfinite(value):
+                raise ValueError(f"TopoConfig: {arg} must be a finite number >= 1, got {value!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"TopoConfig: interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+        self.tau, self.factor_h, self.factor_w = float(self.tau), float(self.factor_h), float(self.factor_w)
+        self.tau_schedule = check_schedule(list(self.tau_schedule or []))
+        if self.sheets is not None:
+            self.sheets = {str(k): [int(x) for x in v] for k, v in self.sheets.items()}
+            if any(len(v) != 3 or min(v) < 1 for v in self.sheets.values()):
+                raise ValueError(f"TopoConfig: sheets must map names to [h, w, d] >= 1, got {self.sheets}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict, with the hf_toponets version that wrote it."""
+        from . import __version__
+
+        return {**dataclasses.asdict(self), "hf_toponets_version": __version__}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TopoConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming the valid ones."""
+        data = {k: v for k, v in data.items() if k != "hf_toponets_version"}
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - valid
+        if unknown:
+            raise ValueError(f"TopoConfig: unknown keys {sorted(unknown)}; valid keys are {sorted(valid)}")
+        return cls(**data)
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str, revision: str | None = None, token: str | None = None) -> "TopoConfig":
+        """Read the ``topo`` entry of a local folder's or a Hub repo's ``config.json``."""
+        path = os.fspath(path_or_repo_id)
+        if os.path.isdir(path):
+            config_file = os.path.join(path, "config.json")
+            if not os.path.isfile(config_file):
+                raise ValueError(f"TopoConfig.from_pretrained: {path} has no config.json; is it a saved model folder?")
+        else:
+            from huggingface_hub import hf_hub_download  # only Hub repos need the network
+
+            config_file = hf_hub_download(path, "config.json", revision=revision, token=token)
+        with open(config_file, encoding="utf-8") as f:
+            data = json.load(f)
+        if CONFIG_KEY not in data:
+            raise ValueError(
+                f"TopoConfig.from_pretrained: {path}'s config.json has no '{CONFIG_KEY}' entry; "
+                "it was not saved by hf_toponets (train it with TopoTrainer or save it with save_topo_metadata)"
+            )
+        return cls.from_dict(data[CONFIG_KEY])
