@@ -32,26 +32,63 @@ def _check_names(value, arg: str, allow_none: bool) -> None:
     raise ValueError(f"TopoConfig: {arg} must be a regex str or a list of module names, got {value!r}")
 
 
-def check_schedule(phases: list[dict]) -> list[dict]:
-    """Validate tau schedule phases; return them as plain dicts with defaults filled in."""
-    out = []
-    for i, p in enumerate(phases):
-        if not isinstance(p, dict):
-            raise ValueError(f"TopoConfig: tau_schedule[{i}] must be a dict, got {p!r}")
-        unknown = set(p) - {"kind", "steps", "start", "end"}
-        if unknown:
-            raise ValueError(f"TopoConfig: tau_schedule[{i}] has unknown keys {sorted(unknown)}")
-        kind = p.get("kind")
-        if kind not in SCHEDULE_KINDS:
-            raise ValueError(f"TopoConfig: tau_schedule[{i}] kind must be one of {SCHEDULE_KINDS}, got {kind!r}")
-        steps = p.get("steps")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
-            raise ValueError(f"TopoConfig: tau_schedule[{i}] steps must be a positive int, got {steps!r}")
-        start, end = float(p.get("start", 1.0)), float(p.get("end", p.get("start", 1.0)))
-        if min(start, end) < 0 or not math.isfinite(start + end):
-            raise ValueError(f"TopoConfig: tau_schedule[{i}] start/end must be finite and >= 0")
-        out.append({"kind": kind, "steps": steps, "start": start, "end": end})
-    return out
+def _phase_from(p, i: int) -> str:
+    """One tau-schedule phase as its canonical string ``kind:steps:start:end``."""
+    if isinstance(p, str):
+        parts = p.split(":")
+        if len(parts) not in (2, 3, 4):
+            raise ValueError(f"TopoConfig: tau_schedule[{i}] {p!r} is not 'kind:steps[:start[:end]]', e.g. 'linear:1000:0:1'")
+        p = dict(zip(("kind", "steps", "start", "end"), parts))
+        try:
+            p["steps"] = int(p["steps"])
+        except ValueError:
+            raise ValueError(f"TopoConfig: tau_schedule[{i}] steps must be a positive int, got {p['steps']!r}") from None
+    if not isinstance(p, dict):
+        raise ValueError(f"TopoConfig: tau_schedule[{i}] must be a dict or a 'kind:steps:start:end' string, got {p!r}")
+    unknown = set(p) - {"kind", "steps", "start", "end"}
+    if unknown:
+        raise ValueError(f"TopoConfig: tau_schedule[{i}] has unknown keys {sorted(unknown)}")
+    kind, steps = p.get("kind"), p.get("steps")
+    if kind not in SCHEDULE_KINDS:
+        raise ValueError(f"TopoConfig: tau_schedule[{i}] kind must be one of {SCHEDULE_KINDS}, got {kind!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
+        raise ValueError(f"TopoConfig: tau_schedule[{i}] steps must be a positive int, got {steps!r}")
+    try:
+        start = float(p.get("start", 1.0))
+        end = float(p.get("end", start))
+    except (TypeError, ValueError):
+        raise ValueError(f"TopoConfig: tau_schedule[{i}] start/end must be numbers, got {p!r}") from None
+    if min(start, end) < 0 or not math.isfinite(start + end):
+        raise ValueError(f"TopoConfig: tau_schedule[{i}] start/end must be finite and >= 0, got {start}, {end}")
+    return f"{kind}:{steps}:{start!r}:{end!r}"
+
+
+def schedule_multiplier(phases: list[str], step: int) -> float:
+    """Multiplier of tau after ``step`` optimizer steps; phases run one after another.
+
+    A phase ``kind:n:a:b`` goes from ``a`` to ``b`` over ``n`` steps: ``constant`` stays at ``a``,
+    ``linear`` is ``a + (b - a) s / n``, ``cosine`` is ``b + (a - b) (1 + cos(pi s / n)) / 2``.
+    After the last phase its end value holds; no phases means 1.
+
+    >>> schedule_multiplier(["linear:10:0.0:1.0", "cosine:10:1.0:0.0"], 15)
+    0.5
+    """
+    value = 1.0
+    for phase in phases:
+        kind, n, a, b = phase.split(":")
+        n, a, b = int(n), float(a), float(b)
+        if kind == "constant":
+            value = a
+        elif step < n and kind == "linear":
+            return a + (b - a) * step / n
+        elif step < n:  # cosine
+            return b + (a - b) * 0.5 * (1.0 + math.cos(math.pi * step / n))
+        else:
+            value = b
+        if step < n:
+            return value
+        step -= n
+    return value
 
 
 @dataclass
@@ -63,26 +100,26 @@ class TopoConfig:
     True
     """
 
-    target_modules: str | list[str] = field(
+    target_modules: list[str] | str = field(
         default_factory=lambda: ["c_fc"],
         metadata={"help": "A regex (full match on the dotted name) or a list of names matched exactly or as a '.suffix'."},
     )
-    exclude_modules: str | list[str] | None = field(
+    exclude_modules: list[str] | str = field(
         default=None, metadata={"help": "Modules to leave out, same matching rules; applied first."}
     )
     tau: float = field(default=1.0, metadata={"help": "Weight of the topographic term (>= 0); 0 only logs it."})
     factor_h: float = field(default=3.0, metadata={"help": "Blur (downsampling) factor along the sheet's height (>= 1)."})
     factor_w: float = field(default=3.0, metadata={"help": "Blur (downsampling) factor along the sheet's width (>= 1)."})
     interpolation: str = field(default="bilinear", metadata={"help": f"Blur interpolation, one of {INTERPOLATIONS}."})
-    tau_schedule: list[dict] = field(
+    tau_schedule: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "Phases [{kind: constant|linear|cosine, steps, start, end}] multiplying tau per optimizer "
-            "step, chained in order; the last phase's end holds afterwards. Empty: constant tau."
+            "help": "Phases 'kind:steps:start:end' (kind constant|linear|cosine; dicts also accepted) that "
+            "multiply tau per optimizer step, chained in order; the last end holds afterwards. Empty: constant."
         },
     )
     sheets: dict[str, list[int]] | None = field(
-        default=None, metadata={"help": "Filled at save time: each target's sheet shape [h, w, d]."}
+        default=None, init=False, metadata={"help": "Filled at save time: each target's sheet shape [h, w, d]."}
     )
 
     def __post_init__(self):
@@ -101,11 +138,22 @@ class TopoConfig:
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"TopoConfig: interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         self.tau, self.factor_h, self.factor_w = float(self.tau), float(self.factor_h), float(self.factor_w)
-        self.tau_schedule = check_schedule(list(self.tau_schedule or []))
-        if self.sheets is not None:
-            self.sheets = {str(k): [int(x) for x in v] for k, v in self.sheets.items()}
-            if any(len(v) != 3 or min(v) < 1 for v in self.sheets.values()):
-                raise ValueError(f"TopoConfig: sheets must map names to [h, w, d] >= 1, got {self.sheets}")
+        if isinstance(self.tau_schedule, (str, dict)):
+            self.tau_schedule = [self.tau_schedule]
+        self.tau_schedule = [_phase_from(p, i) for i, p in enumerate(self.tau_schedule or [])]
+
+    def tau_at(self, step: int) -> float:
+        """tau after ``step`` optimizer steps, following ``tau_schedule``."""
+        return self.tau * schedule_multiplier(self.tau_schedule, step)
+
+    def with_sheets(self, sheets: dict[str, list[int]]) -> "TopoConfig":
+        """A copy that records each target's sheet shape ``[h, w, d]``."""
+        clean = {str(k): [int(x) for x in v] for k, v in sheets.items()}
+        if any(len(v) != 3 or min(v) < 1 for v in clean.values()):
+            raise ValueError(f"TopoConfig: sheets must map module names to [h, w, d] >= 1, got {sheets}")
+        out = dataclasses.replace(self)
+        out.sheets = clean
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict, with the hf_toponets version that wrote it."""
@@ -121,7 +169,9 @@ class TopoConfig:
         unknown = set(data) - valid
         if unknown:
             raise ValueError(f"TopoConfig: unknown keys {sorted(unknown)}; valid keys are {sorted(valid)}")
-        return cls(**data)
+        sheets = data.pop("sheets", None)
+        config = cls(**data)
+        return config if sheets is None else config.with_sheets(sheets)
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str, revision: str | None = None, token: str | None = None) -> "TopoConfig":

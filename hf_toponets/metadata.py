@@ -18,9 +18,7 @@ from .targets import TopoTarget, resolve_targets
 def attach_topo_config(model: nn.Module, config: TopoConfig, targets: dict[str, TopoTarget] | None = None) -> TopoConfig:
     """Record ``config`` and each target's sheet shape in ``model.config.topo``; return the stored config."""
     targets = resolve_targets(model, config) if targets is None else targets
-    data = config.to_dict()
-    data["sheets"] = {name: list(t.shape) for name, t in targets.items()}
-    stored = TopoConfig.from_dict(data)
+    stored = config.with_sheets({name: list(t.shape) for name, t in targets.items()})
     model.config.topo = stored.to_dict()  # plain JSON types, written by save_pretrained
     return stored
 
