@@ -1,0 +1,133 @@
+"""Topographic maps and curves as PNG files (matplotlib's Agg canvas; imported only when drawing).
+
+Every function takes plain arrays / dicts (numpy arrays, CPU tensors or lists) and a path, and
+writes the PNG atomically (a temporary file in the same folder, then ``os.replace``). No pyplot:
+figures are built on a ``FigureCanvasAgg``, so no display and no global state are involved.
+
+>>> import os, tempfile, numpy as np
+>>> path = os.path.join(tempfile.mkdtemp(), "map.png")
+>>> plot_sheet_maps({"c_fc PC1": np.random.randn(6, 8)}, path)
+>>> open(path, "rb").read(8) == b"\\x89PNG\\r\\n\\x1a\\n"
+True
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .sheet import sheet_shape
+
+
+def _figure(n_panels: int, ncols: int, panel_size: tuple[float, float]):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ncols = max(1, min(ncols, n_panels))
+    nrows = math.ceil(n_panels / ncols)
+    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> None:
+    """Write ``fig`` as PNG to ``path`` atomically (parent folders are created)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _as_sheet(values, name: str) -> np.ndarray:
+    """``(h, w)`` float array; a flat ``(n,)`` one is laid out on :func:`sheet_shape`'s sheet."""
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim == 1:
+        arr = arr.reshape(sheet_shape(arr.size))
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"{name}: a sheet map must be (n_units,) or (h, w), got shape {arr.shape}")
+    return arr
+
+
+def plot_sheet_maps(
+    maps: Mapping[str, object],
+    path: str | os.PathLike,
+    cmap: str = "RdBu_r",
+    label: str | None = None,
+    symmetric: bool = True,
+    ncols: int = 4,
+) -> None:
+    """One panel per ``{title: values}``, values ``(h, w)`` or ``(n_units,)`` (unit ``u`` at row
+    ``u // w``); nan cells are blank. ``symmetric`` centres the colour scale on 0 (PC scores,
+    t-values)."""
+    if not maps:
+        raise ValueError("plot_sheet_maps: maps is empty; give {title: values}")
+    sheets = {title: _as_sheet(v, title) for title, v in maps.items()}
+    fig, axes = _figure(len(sheets), ncols, (4.0, 3.2))
+    for ax, (title, arr) in zip(axes, sheets.items()):
+        finite = arr[np.isfinite(arr)]
+        top = float(np.abs(finite).max()) if finite.size else 1.0
+        limits = dict(vmin=-top, vmax=top) if symmetric else {}
+        image = ax.imshow(np.ma.masked_invalid(arr), cmap=cmap, interpolation="nearest", **limits)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(image, ax=ax, shrink=0.8, label=label)
+    save_figure(fig, path)
+
+
+def plot_correlation_curves(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | os.PathLike,
+    title: str = "Response correlation vs distance on the sheet",
+) -> None:
+    """One line per ``{label: (distances, mean correlations)}`` (empty bins as nan are skipped)."""
+    if not curves:
+        raise ValueError("plot_correlation_curves: curves is empty; give {label: (distances, correlations)}")
+    fig, (ax,) = _figure(1, 1, (6.0, 4.0))
+    for label, (dist, corr) in curves.items():
+        x, y = np.asarray(dist, dtype=float), np.asarray(corr, dtype=float)
+        keep = np.isfinite(y)
+        ax.plot(x[keep], y[keep], marker="o", markersize=3, label=label)
+    ax.set_xlabel("distance on the sheet (units)")
+    ax.set_ylabel("mean pairwise correlation")
+    ax.set_title(title, fontsize=10)
+    ax.axhline(0.0, color="grey", linewidth=0.5)
+    ax.legend(fontsize=6, ncols=2 if len(curves) > 8 else 1)
+    save_figure(fig, path)
+
+
+def plot_sweep(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | os.PathLike,
+    xlabel: str = "fraction of weights pruned",
+    ylabel: str = "change in perplexity",
+    title: str | None = None,
+) -> None:
+    """One line per ``{label: (x, y)}``, e.g. ``{"tau=1": (sparsity, delta_perplexity)}`` from
+    :func:`hf_toponets.pruning.pruning_sweep`."""
+    if not series:
+        raise ValueError("plot_sweep: series is empty; give {label: (x, y)}")
+    fig, (ax,) = _figure(1, 1, (6.0, 4.0))
+    for label, (x, y) in series.items():
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        if x.shape != y.shape:
+            raise ValueError(f"plot_sweep: {label} has {x.size} x values but {y.size} y values")
+        ax.plot(x, y, marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
