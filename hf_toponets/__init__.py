@@ -6,10 +6,12 @@ from .config import TopoConfig
 from .loss import sheet_loss, sheet_losses, topo_loss, topo_losses
 from .sheet import sheet_shape, weight_to_sheet
 from .targets import TopoTarget, resolve_targets
+from .trainer import TopoTrainer
 
 __all__ = [
     "TopoConfig",
     "TopoTarget",
+    "TopoTrainer",
     "resolve_targets",
     "sheet_loss",
     "sheet_losses",

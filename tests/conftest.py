@@ -44,10 +44,11 @@ def tiny_gpt_neo(seed: int = 0, hidden: int = 32, layers: int = 2, vocab: int = 
 
 
 def tiny_gpt2(seed: int = 0, hidden: int = 32, layers: int = 2, vocab: int = 128):
-    """A randomly initialised GPT-2 (its MLP uses transformers' ``Conv1D``)."""
+    """A randomly initialised GPT-2 without dropout (its MLP uses transformers' ``Conv1D``)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=2, n_positions=64,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                         bos_token_id=vocab - 1, eos_token_id=vocab - 1)
     return GPT2LMHeadModel(config)
