@@ -44,7 +44,87 @@ def _run_loss(args) -> int:
     return 0
 
 
-VERBS = [_add_loss]
+def _add_card(sub) -> None:
+    p = sub.add_parser("card", help="(Re-)write DIR/README.md, the model card of a saved TopoNet.")
+    p.add_argument("--model", required=True, help="Folder of a saved TopoNet (config.json with a 'topo' entry).")
+    p.add_argument("--repo-id", help="USER/NAME shown in the card's usage code (default: the previous card's).")
+    p.add_argument("--base-model", help="Hub id of the model that was fine-tuned.")
+    p.add_argument("--dataset", action="append", help="A training dataset (repeat for several).")
+    p.add_argument("--license", help="License id for the card's metadata, e.g. mit.")
+    p.set_defaults(func=_run_card)
+
+
+def _run_card(args) -> int:
+    from .cards import write_model_card
+
+    training = {k: v for k, v in (("base_model", args.base_model), ("datasets", args.dataset),
+                                  ("license", args.license)) if v}
+    print(write_model_card(args.model, training=training, model_id=args.repo_id))
+    return 0
+
+
+def _add_push(sub) -> None:
+    p = sub.add_parser("push", help="Publish a saved TopoNet to the Hugging Face Hub in one commit.")
+    p.add_argument("--model", required=True, help="Folder of the saved model (safetensors weights).")
+    p.add_argument("--repo-id", required=True, help="USER/NAME of the Hub repo (created when missing).")
+    p.add_argument("--private", action="store_true", help="Create the repo private.")
+    p.add_argument("--revision", help="Branch to commit to (created when missing); default main.")
+    p.add_argument("--allow-plain", action="store_true", help="Publish a model without a 'topo' entry as is.")
+    p.add_argument("--message", help="Commit message.")
+    p.set_defaults(func=_run_push)
+
+
+def _run_push(args) -> int:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from .hub import push_folder
+
+    try:  # the token comes from HF_TOKEN or `hf auth login`, never from the command line
+        result = push_folder(args.model, args.repo_id, private=args.private, revision=args.revision,
+                             allow_plain=args.allow_plain, commit_message=args.message)
+    except (ConnectionError, HfHubHTTPError) as e:
+        print(f"hf-toponets push: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    print(f"{'pushed' if result.changed else 'unchanged (no new commit)'}: {result.commit_url}")
+    return 0
+
+
+def _add_downsample(sub) -> None:
+    p = sub.add_parser("downsample", help="Resample a TopoNet's c_fc sheets into a smaller (or reconstructed) model.")
+    p.add_argument("--model", required=True, help="Folder or Hub repo id of a saved TopoNet (GPT-Neo or GPT-2).")
+    p.add_argument("--keep", type=float, default=0.2, help="Fraction of each sheet's units to keep, in (0, 1].")
+    p.add_argument("--mode", choices=["shrink", "reconstruct"], default="shrink",
+                   help="shrink: a smaller MLP width; reconstruct: same architecture, upsampled weights.")
+    p.add_argument("--interpolation", choices=["bilinear", "nearest"], default="bilinear")
+    p.add_argument("--target-modules", help="Comma-separated module names; default: the model's 'topo' entry.")
+    p.add_argument("--output", required=True, help="New folder to save into (written atomically).")
+    p.set_defaults(func=_run_downsample)
+
+
+def _run_downsample(args) -> int:
+    import os
+
+    from .downsample import count_parameters, downsample_model, save_atomic
+
+    model = _load_causal_lm(args.model)
+    targets = args.target_modules.split(",") if args.target_modules else None
+    small = downsample_model(model, args.keep, args.mode, args.interpolation, targets)
+    tokenizer = None
+    if os.path.isfile(os.path.join(args.model, "tokenizer_config.json")):  # the source folder has a tokenizer
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+    save_atomic(small, args.output, tokenizer)
+    before, after = count_parameters(model), count_parameters(small)
+    info = small.config.topo_downsample
+    print(f"sheet {info['source_sheet'][0]} x {info['source_sheet'][1]} -> {info['sheet'][0]} x {info['sheet'][1]} "
+          f"({info['kept_fraction']:.2%} of the units), mode {args.mode}, interpolation {args.interpolation}")
+    for key in ("total", "mlp"):
+        print(f"{key:>5} parameters: {before[key]:>13,} -> {after[key]:>13,}  ({after[key] / before[key]:.2%})")
+    print(f"saved to {args.output}{' (with the tokenizer)' if tokenizer is not None else ''}")
+    return 0
+
+VERBS = [_add_loss, _add_card, _add_push, _add_downsample]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,14 @@
 """Shared fixtures: tiny models built in-process, paths to ../shared/data, offline Hub."""
 
 import os
+import socket
 
+# The fake Hub of tests/hub_server.py (started by tests/test_hub.py) gets this free port. huggingface_hub reads
+# HF_ENDPOINT once, at import, so it is set before anything imports it; stray Hub calls stay on this machine.
+with socket.socket() as _s:
+    _s.bind(("127.0.0.1", 0))
+    HUB_PORT = _s.getsockname()[1]
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the suite may reach the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
