@@ -40,6 +40,9 @@ config carries the ``topo`` entry (new sheets) and ``topo_downsample`` (provenan
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 
 import torch
 import torch.nn.functional as F
@@ -272,6 +275,29 @@ def _rebuild(model: nn.Module, width_field: str, width: int, replaced: dict) -> 
     return new_model
 
 
+def save_atomic(model: nn.Module, output_dir, tokenizer=None) -> str:
+    """``model.save_pretrained`` (+ ``tokenizer``) into ``output_dir``, all or nothing.
+
+    Saved into a temporary folder beside ``output_dir``, then renamed onto it; ``output_dir``
+    must not exist or be empty.
+    """
+    output_dir = os.path.abspath(os.fspath(output_dir))
+    if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
+        raise ValueError(f"output_dir {output_dir} exists and is not an empty folder; choose a new folder")
+    parent = os.path.dirname(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
+    try:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        os.replace(tmp, output_dir)  # replaces an empty folder too
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return output_dir
+
+
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """``{"total": ..., "mlp": ...}``: all parameters (tied ones once) and those of every MLP's
     input and output projection (``c_fc`` + its sibling ``c_proj``; GPT-2's ``attn.c_proj`` is not one)."""
@@ -286,4 +312,5 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     return {"total": sum(p.numel() for p in model.parameters()), "mlp": mlp}
 
 
-__all__ = ["MLP_LAYOUTS", "count_parameters", "downsample_model", "downsampled_shape", "resample_sheet", "resize_operator"]
+__all__ = ["MLP_LAYOUTS", "count_parameters", "downsample_model", "downsampled_shape", "resample_sheet", "resize_operator",
+           "save_atomic"]

@@ -286,3 +286,42 @@ def test_dtype_kept_and_embeddings_stay_tied(dtype):
     assert {p.dtype for p in small.parameters()} == {dtype}
     assert small.lm_head.weight is small.transformer.wte.weight
     assert torch.equal(small.transformer.wte.weight, model.transformer.wte.weight)
+
+
+def test_cli_downsample_saves_a_loadable_smaller_model_and_the_tokenizer(tmp_path, capsys, shared_data):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2TokenizerFast
+
+    from hf_toponets.cli import main
+
+    source = tmp_path / "source"
+    model = tiny_gpt_neo(seed=12)
+    attach_topo_config(model, TopoConfig(target_modules=["c_fc"]))
+    model.save_pretrained(source)
+    GPT2TokenizerFast.from_pretrained(shared_data / "gpt2-tokenizer").save_pretrained(source)
+    out = tmp_path / "small"
+    assert main(["downsample", "--model", str(source), "--keep", "0.25", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    before, after = count_parameters(model), count_parameters(downsample_model(model, 0.25))
+    assert [line.split()[2::2] for line in printed.splitlines()[1:3]] == [
+        [f"{before[k]:,}", f"{after[k]:,}"] for k in ("total", "mlp")]
+    assert "8 x 16 -> 4 x 8" in printed
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    assert loaded.config.intermediate_size == 32 and loaded.config.topo_downsample["source"] == str(source)
+    assert AutoTokenizer.from_pretrained(out).vocab_size == 50257
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folder left
+    # an existing folder is refused, before anything is written
+    assert main(["downsample", "--model", str(source), "--keep", "0.5", "--output", str(out)]) == 2
+    assert "exists and is not an empty folder" in capsys.readouterr().err
+    assert AutoModelForCausalLM.from_pretrained(out).config.intermediate_size == 32
+
+
+def test_cli_downsample_bad_keep_is_one_line_error(tmp_path, capsys):
+    from hf_toponets.cli import main
+
+    tiny_gpt2(seed=13).save_pretrained(tmp_path / "plain")
+    assert main(["downsample", "--model", str(tmp_path / "plain"), "--keep", "1.5", "--target-modules", "c_fc",
+                 "--output", str(tmp_path / "out")]) == 2
+    assert "keep must be a fraction in (0, 1]" in capsys.readouterr().err
+    assert main(["downsample", "--model", str(tmp_path / "plain"), "--output", str(tmp_path / "out")]) == 2
+    assert "no 'topo' entry" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
