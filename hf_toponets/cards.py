@@ -189,7 +189,7 @@ def render_card(topo: dict, model_type: str, *, model_id: str | None = None, tra
     ``model_id``: the Hub id shown in the card (else ``USER/NAME``); ``training``: keys of :data:`TRAINING_KEYS`;
     ``blimp``/``metrics``: see :data:`RESULT_KEYS`; ``perplexity``: held-out ``exp(eval_loss)``.
 
-    >>> topo = TopoConfig(target_modules=["c_fc"], sheets={"h.0.mlp.c_fc": [8, 16, 32]}).to_dict()
+    >>> topo = TopoConfig(target_modules=["c_fc"]).with_sheets({"h.0.mlp.c_fc": [8, 16, 32]}).to_dict()
     >>> card = render_card(topo, "gpt2", blimp={"overall": 0.7})
     >>> card.data.eval_results[0].metric_value
     0.7
