@@ -68,6 +68,9 @@ def check_results(topo: TopoConfig, blimp: dict | None = None, metrics: dict | N
     ``metrics`` may only name layers of ``topo.sheets``, with the same ``[h, w, d]``; maps must be PNG files
     under ``maps/``; BLiMP accuracies lie in ``[0, 1]``.
     """
+    for what, value in (("blimp", blimp), ("metrics", metrics)):
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"{source}: {what} results must be a JSON object, got {type(value).__name__}")
     if blimp is not None:
         _accuracy(blimp.get("overall"), "blimp 'overall'", source)
         for name, acc in (blimp.get("phenomena") or {}).items():
@@ -85,6 +88,8 @@ def check_results(topo: TopoConfig, blimp: dict | None = None, metrics: dict | N
         raise ValueError(f"{source}: metrics name layers {strangers} that are not topographic in this model; "
                          f"its topo sheets are {sorted(sheets)} (were the metrics computed on another model?)")
     for name, row in (metrics.get("layers") or {}).items():
+        if not isinstance(row, dict):
+            raise ValueError(f"{source}: metrics layer {name!r} must be an object of measurements, got {row!r}")
         if "sheet" in row and list(row["sheet"]) != list(sheets[name]):
             raise ValueError(f"{source}: metrics give {name} a sheet {list(row['sheet'])} (h, w, d) but the model's "
                              f"topo entry says {sheets[name]}; the metrics belong to another model")
@@ -287,13 +292,15 @@ def read_model_folder(folder: str | os.PathLike) -> dict:
 
 
 def write_model_card(folder: str | os.PathLike, training: dict | None = None, results: dict | None = None,
-                     model_id: str | None = None) -> Path:
-    """Render the card of the TopoNet saved in ``folder`` and write ``folder/README.md`` atomically; return its path.
+                     model_id: str | None = None, output: str | os.PathLike | None = None) -> Path:
+    """Render the card of the TopoNet saved in ``folder`` and write it atomically; return its path.
 
     Inputs come from :func:`read_model_folder`; ``training`` (keys of :data:`TRAINING_KEYS`) and ``results``
-    (keys of :data:`RESULT_KEYS`) given here win over what the folder holds.
+    (keys of :data:`RESULT_KEYS`) given here win over what the folder holds. ``output``: where to write
+    (default ``folder/README.md``; e.g. ``model_cards/<name>.md`` for the committed example).
     """
     folder = Path(folder)
+    output = Path(output) if output is not None else folder / "README.md"
     training = _check_keys(training, TRAINING_KEYS, "write_model_card training")
     results = _check_keys(results, RESULT_KEYS, "write_model_card results")
     found = read_model_folder(folder)
@@ -304,12 +311,12 @@ def write_model_card(folder: str | os.PathLike, training: dict | None = None, re
     results = {**found["results"], **results}
     card = render_card(config[CONFIG_KEY], config.get("model_type", "unknown"), model_id=model_id or found["model_id"],
                        training={**found["training"], **training}, **results)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".README.md.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(str(card))
-        os.replace(tmp, folder / "README.md")
+        os.replace(tmp, output)
     except BaseException:
         os.unlink(tmp)
         raise
-    return folder / "README.md"
+    return output

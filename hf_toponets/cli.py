@@ -51,6 +51,7 @@ def _add_card(sub) -> None:
     p.add_argument("--base-model", help="Hub id of the model that was fine-tuned.")
     p.add_argument("--dataset", action="append", help="A training dataset (repeat for several).")
     p.add_argument("--license", help="License id for the card's metadata, e.g. mit.")
+    p.add_argument("--output", help="Write the card here instead of DIR/README.md (e.g. model_cards/NAME.md).")
     p.set_defaults(func=_run_card)
 
 
@@ -59,7 +60,7 @@ def _run_card(args) -> int:
 
     training = {k: v for k, v in (("base_model", args.base_model), ("datasets", args.dataset),
                                   ("license", args.license)) if v}
-    print(write_model_card(args.model, training=training, model_id=args.repo_id))
+    print(write_model_card(args.model, training=training, model_id=args.repo_id, output=args.output))
     return 0
 
 
@@ -83,7 +84,10 @@ def _run_push(args) -> int:
         result = push_folder(args.model, args.repo_id, private=args.private, revision=args.revision,
                              allow_plain=args.allow_plain, commit_message=args.message)
     except (ConnectionError, HfHubHTTPError) as e:
-        print(f"hf-toponets push: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        lines = [line for line in str(e).splitlines() if line and not line.startswith("For more information")]
+        if "401" in lines[0]:
+            lines.append("(log in with `hf auth login` or set HF_TOKEN to a token with write access)")
+        print(f"hf-toponets push: error: {' '.join(lines)}", file=sys.stderr)
         return 1
     print(f"{'pushed' if result.changed else 'unchanged (no new commit)'}: {result.commit_url}")
     return 0

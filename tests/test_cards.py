@@ -112,6 +112,8 @@ BAD_RESULTS = [  # (blimp, metrics, the error's words)
     (None, {"layers": {"transformer.h.0.mlp.c_fc": {"sheet": [16, 8, 32]}}}, "belong to another model"),
     (None, {"maps": {"transformer.h.0.mlp.c_fc": "../x.png"}}, "directly under maps/"),
     (None, {"curves": "maps/curves.svg"}, "must be a PNG"),
+    ([0.5], None, "blimp results must be a JSON object"),
+    (None, {"layers": {"transformer.h.0.mlp.c_fc": 0.5}}, "must be an object of measurements"),
 ]
 
 
@@ -171,6 +173,18 @@ def test_rewriting_a_card_keeps_what_only_the_trainer_knew(tmp_path):
     again = write_model_card(folder).read_bytes()
     assert again == first
     assert read_model_folder(folder)["training"] == TRAINING
+
+
+def test_cli_card_writes_the_same_card_elsewhere(tmp_path, capsys):
+    from hf_toponets.cli import main
+
+    folder = write_folder(tmp_path / "m", blimp_results_json=BLIMP)
+    readme = write_model_card(folder, training=TRAINING, model_id="alice/topo")
+    assert main(["card", "--model", str(folder), "--output", str(tmp_path / "example.md")]) == 0
+    assert (tmp_path / "example.md").read_bytes() == readme.read_bytes()
+    assert capsys.readouterr().out.strip() == str(tmp_path / "example.md")
+    assert main(["card", "--model", str(tmp_path)]) == 2  # no config.json: one clear line, no traceback
+    assert "no config.json" in capsys.readouterr().err
 
 
 def test_a_hand_written_readme_is_not_read_back(tmp_path):

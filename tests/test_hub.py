@@ -176,12 +176,15 @@ def test_bad_repo_id_is_refused_before_any_request(online, toponet, repo_id):
     assert len(online.requests) == sent
 
 
-def test_unreachable_endpoint_is_a_clear_connection_error(online, toponet):
+def test_unreachable_endpoint_is_a_clear_connection_error(online, toponet, monkeypatch, capsys):
     with socket.socket() as s:  # a port that nothing listens on once closed
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
     with pytest.raises(ConnectionError, match=f"cannot reach the Hub at {closed}"):
         push_folder(toponet[0], "alice/nowhere", token=ALICE, endpoint=closed)
+    monkeypatch.setattr(constants, "ENDPOINT", closed)  # as HF_ENDPOINT would, for the CLI
+    assert main(["push", "--model", str(toponet[0]), "--repo-id", "alice/nowhere"]) == 1
+    assert f"hf-toponets push: error: cannot reach the Hub at {closed}" in capsys.readouterr().err
 
 
 def test_writing_to_another_users_namespace_is_refused(online, toponet):
@@ -278,3 +281,14 @@ def test_a_plain_model_is_published_only_with_allow_plain(online, toponet):
     assert "README.md" not in result.files and not (folder / "README.md").exists()  # no TopoNet card for it
     blob = online.repos["alice/plain"].commits[result.commit_oid]["config.json"]
     assert git_blob_id(blob) == git_blob_id((folder / "config.json").read_bytes())
+
+
+@pytest.mark.parametrize("token, words", [(None, "Invalid username or password"),
+                                          ("hf_not_a_known_token", "Invalid credentials")])
+def test_cli_push_without_a_valid_token_says_how_to_log_in(online, toponet, monkeypatch, capsys, token, words):
+    if token is not None:
+        monkeypatch.setenv("HF_TOKEN", token)
+    assert main(["push", "--model", str(toponet[0]), "--repo-id", "alice/anonymous"]) == 1
+    err = capsys.readouterr().err
+    assert "401" in err and words in err and "hf auth login" in err and "alice/anonymous" not in online.repos
+    assert token is None or token not in err
