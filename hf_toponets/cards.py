@@ -235,6 +235,12 @@ def render_card(topo: dict, model_type: str, *, model_id: str | None = None, tra
     )
 
 
+def is_generated_card(path: str | os.PathLike) -> bool:
+    """Whether the file at ``path`` is a card written by :func:`write_model_card` (it carries :data:`MARKER`)."""
+    path = Path(path)
+    return path.is_file() and MARKER in path.read_text(encoding="utf-8")
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -271,9 +277,8 @@ def read_model_folder(folder: str | os.PathLike) -> dict:
         raise ValueError(f"{folder} is not a saved model folder: it has no config.json (save it with save_pretrained)")
     config = _read_json(folder / "config.json")
     training, results, previous = {}, {}, {}
-    readme = folder / "README.md"
-    if readme.is_file() and MARKER in readme.read_text(encoding="utf-8"):
-        previous = ModelCard.load(readme).data.to_dict().get("hf_toponets") or {}
+    if is_generated_card(folder / "README.md"):
+        previous = ModelCard.load(folder / "README.md").data.to_dict().get("hf_toponets") or {}
         training.update(previous.get("training") or {})
     if (folder / "trainer_state.json").is_file():
         state_training, results = _from_trainer_state(_read_json(folder / "trainer_state.json"))

@@ -17,7 +17,7 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.utils import HFValidationError, httpx, validate_repo_id
 
-from .cards import read_model_folder, write_model_card
+from .cards import is_generated_card, read_model_folder, write_model_card
 from .config import CONFIG_KEY, TopoConfig
 
 logger = logging.getLogger(__name__)
@@ -111,9 +111,10 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, revisio
                 endpoint: str | None = None) -> PushResult:
     """Publish the model saved in ``folder`` as the Hub repo ``repo_id`` in one commit.
 
-    Checks the folder (:func:`folder_files`), writes ``README.md`` with :func:`~hf_toponets.cards.write_model_card`
-    when the folder has none, creates the repo (``private`` applies at creation) and the branch ``revision`` when
-    missing, then commits the files of ``ALLOW_PATTERNS``. ``token``: a Hub token (default: huggingface_hub's
+    Checks the folder (:func:`folder_files`); (re)writes ``README.md`` with :func:`~hf_toponets.cards.write_model_card`
+    unless it is a hand-written card (one without ``cards.MARKER``), so that the card names ``repo_id`` and shows
+    the folder's latest results; creates the repo (``private`` applies at creation) and the branch ``revision``
+    when missing; then commits the files of ``ALLOW_PATTERNS``. ``token``: a Hub token (default: huggingface_hub's
     login / ``HF_TOKEN``); it is never logged. ``endpoint``: default huggingface_hub's (``HF_ENDPOINT``).
 
     >>> push_folder("out/toponet", "me/toponet-neo", private=True)  # doctest: +SKIP
@@ -122,9 +123,10 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, revisio
     folder = Path(folder)
     check_repo_id(repo_id)
     files = folder_files(folder, allow_plain)
-    if "README.md" not in files and CONFIG_KEY in json.loads((folder / "config.json").read_text()):
-        write_model_card(folder, model_id=repo_id)
-        files = sorted([*files, "README.md"])
+    readme = folder / "README.md"
+    if CONFIG_KEY in json.loads((folder / "config.json").read_text()) and (not readme.exists() or is_generated_card(readme)):
+        write_model_card(folder, model_id=repo_id)  # with this repo id and the folder's latest results
+        files = sorted({*files, "README.md"})
     api = HfApi(endpoint=endpoint, token=token)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)

@@ -139,7 +139,8 @@ def test_second_push_of_the_same_folder_makes_no_commit(online, toponet):
     repo = online.repos["alice/twice"]
     before, after = repo.commits[first.commit_oid], repo.commits[changed.commit_oid]
     assert changed.changed and len(repo.log) == commits + 1
-    assert {p for p in after if after[p] != before.get(p)} == {"blimp_results.json"}
+    assert {p for p in after if after[p] != before.get(p)} == {"blimp_results.json", "README.md"}  # the card follows
+    assert ModelCard(after["README.md"].decode()).data.eval_results[-1].metric_value == 0.5
 
 
 def test_push_to_a_branch_leaves_main_alone(online, toponet):
@@ -220,6 +221,21 @@ def test_cli_card_and_push_round_trip(online, toponet, capsys, monkeypatch):
     card = ModelCard(readme.decode())
     assert (card.data.datasets, card.data.license) == (["roneneldan/TinyStories"], "mit")
     assert "pushed: " in capsys.readouterr().out
+
+
+def test_a_generated_card_is_refreshed_and_a_hand_written_one_kept(online, toponet):
+    from hf_toponets.cards import write_model_card
+
+    folder, _ = toponet
+    write_model_card(folder, training={"license": "mit"})  # at save time: no repo id yet
+    assert 'from_pretrained("USER/NAME")' in (folder / "README.md").read_text()
+    result = push_folder(folder, "alice/refreshed", token=ALICE)
+    pushed = online.repos["alice/refreshed"].commits[result.commit_oid]["README.md"].decode()
+    assert 'from_pretrained("alice/refreshed")' in pushed and "license: mit" in pushed  # training info kept
+    (folder / "README.md").write_text("# My own card\n")
+    with pytest.warns(UserWarning, match="missing yaml metadata"):  # the Hub's validate-yaml warning, passed on
+        result = push_folder(folder, "alice/refreshed", token=ALICE)
+    assert online.repos["alice/refreshed"].commits[result.commit_oid]["README.md"] == b"# My own card\n"
 
 
 def _no_topo(folder):
