@@ -114,7 +114,8 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, revisio
     Checks the folder (:func:`folder_files`); (re)writes ``README.md`` with :func:`~hf_toponets.cards.write_model_card`
     unless it is a hand-written card (one without ``cards.MARKER``), so that the card names ``repo_id`` and shows
     the folder's latest results; creates the repo (``private`` applies at creation) and the branch ``revision``
-    when missing; then commits the files of ``ALLOW_PATTERNS``. ``token``: a Hub token (default: huggingface_hub's
+    when missing (an existing public repo with ``private=True`` is a ``ValueError``, before any upload); then
+    commits the files of ``ALLOW_PATTERNS``. ``token``: a Hub token (default: huggingface_hub's
     login / ``HF_TOKEN``); it is never logged. ``endpoint``: default huggingface_hub's (``HF_ENDPOINT``).
 
     >>> push_folder("out/toponet", "me/toponet-neo", private=True)  # doctest: +SKIP
@@ -133,9 +134,9 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, revisio
         if revision is not None:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         info = api.repo_info(repo_id, revision=revision)
-        if bool(info.private) != private:
-            logger.warning("%s is %s already; its visibility is set when it is created (change it with "
-                           "HfApi.update_repo_settings)", repo_id, "private" if info.private else "public")
+        if private and not info.private:  # never publish what was asked to stay private
+            raise ValueError(f"{repo_id} exists and is public, so private=True cannot hold; make it private first "
+                             "(HfApi.update_repo_settings(repo_id, private=True)) or push to another repo")
         operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p in files]
         commit = api.create_commit(repo_id, operations, commit_message=commit_message or f"Upload {folder.name} with hf_toponets",
                                    revision=revision)

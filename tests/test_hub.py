@@ -169,6 +169,15 @@ def test_private_repo_needs_its_owners_token(online, toponet):
     assert AutoModelForCausalLM.from_pretrained("alice/secret", token=ALICE) is not None
 
 
+def test_private_push_to_an_existing_public_repo_is_refused(online, toponet):
+    folder, _ = toponet
+    first = push_folder(folder, "alice/public", token=ALICE)
+    (folder / "blimp_results.json").unlink()
+    with pytest.raises(ValueError, match="exists and is public"):
+        push_folder(folder, "alice/public", private=True, token=ALICE)
+    assert online.repos["alice/public"].branches["main"] == first.commit_oid  # nothing uploaded
+
+
 @pytest.mark.parametrize("repo_id", ["no-namespace", "a/b/c", "alice/has space", "alice/--dashes", "", "alice/"])
 def test_bad_repo_id_is_refused_before_any_request(online, toponet, repo_id):
     sent = len(online.requests)
