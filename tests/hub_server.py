@@ -10,6 +10,7 @@ Endpoints (as huggingface_hub 2.x calls them):
   GET  /api/models/{repo}[/revision/{rev}]         {id, sha, private, siblings: [{rfilename, size, blobId}]}
   GET  /api/models/{repo}/tree/{rev}[/{path}]      [{type: file|directory, path, oid, size}] (?recursive=1)
   HEAD/GET /{repo}/resolve/{rev}/{path}            the file, with ETag (git blob id), X-Repo-Commit, Content-Length
+                                                   (no LFS, hence no X-Linked-Etag/X-Linked-Size, no Xet headers)
 Errors carry X-Error-Code (RepoNotFound, RevisionNotFound, EntryNotFound) as the Hub does; a private repo
 answers 401 RepoNotFound without a valid token. Tokens map to user names (``HubServer(tokens=...)``).
 """
