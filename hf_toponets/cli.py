@@ -128,7 +128,60 @@ def _run_downsample(args) -> int:
     print(f"saved to {args.output}{' (with the tokenizer)' if tokenizer is not None else ''}")
     return 0
 
-VERBS = [_add_loss, _add_card, _add_push, _add_downsample]
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="Fig. 4: perplexity / BLiMP against the fraction of c_fc parameters kept "
+                                     "(shrink, reconstruct, L1 pruning at the same budget).")
+    p.add_argument("--model", required=True, help="Folder or Hub repo id of a saved TopoNet.")
+    p.add_argument("--baseline", help="Its tau = 0 baseline, drawn in the same plot.")
+    p.add_argument("--keep", default="1,0.8,0.6,0.4,0.2,0.1", help="Comma-separated fractions of units to keep.")
+    p.add_argument("--data", help="Held-out text file for perplexity.")
+    p.add_argument("--seq-len", type=int, default=128, help="Tokens per perplexity block.")
+    p.add_argument("--max-blocks", type=int, default=64, help="At most this many blocks of the text.")
+    p.add_argument("--blimp-data", help="Folder of BLiMP <UID>.jsonl files (with only --paradigms: the Hub dataset).")
+    p.add_argument("--paradigms", help="Comma-separated BLiMP paradigms (default: all 67 when --blimp-data is given).")
+    p.add_argument("--tokenizer", help="Tokenizer folder or repo id; default: --model's.")
+    p.add_argument("--interpolation", choices=["bilinear", "nearest"], default="bilinear")
+    p.add_argument("--target-modules", help="Comma-separated module names; default: each model's 'topo' entry.")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--output", required=True, help="Folder for sweep.json and sweep.png.")
+    p.set_defaults(func=_run_sweep)
+
+
+def _run_sweep(args) -> int:
+    import os
+
+    from transformers import AutoTokenizer
+
+    from .blimp_data import load_blimp
+    from .sweep import make_evaluate, plot_sweep_results, sweep_model, token_blocks, write_json
+
+    keeps = [float(k) for k in args.keep.split(",")]
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+    input_ids = None
+    if args.data:
+        with open(args.data, encoding="utf-8") as f:
+            input_ids = token_blocks(tokenizer(f.read())["input_ids"], args.seq_len, args.max_blocks)
+    blimp = load_blimp(args.blimp_data, args.paradigms) if args.blimp_data or args.paradigms else None
+    evaluate = make_evaluate(tokenizer, input_ids, blimp, args.batch_size)
+    targets = args.target_modules.split(",") if args.target_modules else None
+    results = {}
+    for label, path in (("TopoNet", args.model), ("baseline", args.baseline)):
+        if path:
+            results[label] = sweep_model(_load_causal_lm(path), keeps, evaluate, args.interpolation, targets)
+    os.makedirs(args.output, exist_ok=True)
+    write_json(results, os.path.join(args.output, "sweep.json"))
+    plot_sweep_results(results, os.path.join(args.output, "sweep.png"))
+    print(f"{'model':<9} {'keep':>5} {'method':<11} {'parameters':>12} {'perplexity':>10} {'blimp':>6}")
+    for label, result in results.items():
+        for point in result["points"]:
+            for method, r in point["methods"].items():
+                ppl, acc = r["metrics"].get("perplexity"), r["metrics"].get("blimp")
+                print(f"{label:<9} {point['kept_fraction']:>5.3f} {method:<11} {r['parameters']['total']:>12,} "
+                      f"{'-' if ppl is None else f'{ppl:.3f}':>10} {'-' if acc is None else f'{acc:.3f}':>6}")
+    print(f"wrote {os.path.join(args.output, 'sweep.json')} and sweep.png")
+    return 0
+
+VERBS = [_add_loss, _add_card, _add_push, _add_downsample, _add_sweep]
 
 
 def build_parser() -> argparse.ArgumentParser:
