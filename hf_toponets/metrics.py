@@ -31,7 +31,8 @@ from .sheet import sheet_positions, sheet_shape, unit_weight
 
 MAX_PAIRS = 200_000  # above this many unit pairs, sample MAX_PAIRS of them (fixed seed)
 N_BINS = 20
-MIN_PAIRS_PER_BIN = 10  # sparser bins (the sheet's far corners) are reported but left out of max - min
+MIN_BIN_SHARE = 0.005  # bins with fewer pairs than this share (and than 10) are left out of max - min:
+# the sheet's far corners hold few pairs, whose mean is noise that max - min would pick up
 _CHUNK = 1 << 22  # floats per temporary (pairs x features) block: 16 MiB
 
 
@@ -41,7 +42,7 @@ class CorrelationCurve(NamedTuple):
     distances: torch.Tensor  # (n_bins,) bin centres, in units of the sheet's grid spacing
     correlations: torch.Tensor  # (n_bins,) mean pair correlation per bin, nan where empty
     counts: torch.Tensor  # (n_bins,) pairs per bin (pairs with an undefined correlation left out)
-    smoothness: float  # max - min over the bins holding >= MIN_PAIRS_PER_BIN pairs
+    smoothness: float  # max - min over the bins holding enough pairs (see correlation_curve)
 
 
 def unit_pairs(n_units: int, max_pairs: int = MAX_PAIRS, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,11 +110,12 @@ def covariance_correlations(
 
 
 def correlation_curve(
-    correlations: torch.Tensor, distances: torch.Tensor, n_bins: int = N_BINS, min_pairs: int = MIN_PAIRS_PER_BIN
+    correlations: torch.Tensor, distances: torch.Tensor, n_bins: int = N_BINS, min_pairs: int | None = None
 ) -> CorrelationCurve:
     """Bin pair ``correlations (m,)`` by ``distances (m,)`` into ``n_bins`` equal-width bins from
     the smallest to the largest distance; nan correlations are left out. Smoothness = max - min
-    over bins with at least ``min_pairs`` pairs (0 when fewer than two such bins).
+    over bins with at least ``min_pairs`` pairs (default: ``max(10, MIN_BIN_SHARE * pairs)``;
+    0 when fewer than two such bins).
     """
     if n_bins < 1:
         raise ValueError(f"correlation_curve: n_bins must be >= 1, got {n_bins}")
@@ -126,6 +128,7 @@ def correlation_curve(
     counts = torch.bincount(idx, minlength=n_bins)
     sums = torch.bincount(idx, weights=corr, minlength=n_bins)
     means = torch.where(counts > 0, sums / counts.clamp_min(1), float("nan"))
+    min_pairs = max(10, int(MIN_BIN_SHARE * corr.numel())) if min_pairs is None else min_pairs
     dense = means[counts >= min_pairs]
     value = float(dense.max() - dense.min()) if dense.numel() >= 2 else 0.0
     centres = (edges[:-1] + edges[1:]) / 2
