@@ -1,0 +1,70 @@
+import os
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from hf_toponets.plots import plot_correlation_curves, plot_sheet_maps, plot_sweep
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path) -> tuple[int, int]:
+    """Width and height from the IHDR chunk, after checking the signature."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR"
+    return struct.unpack(">II", head[16:24])
+
+
+def leftovers(folder):
+    return [n for n in os.listdir(folder) if n.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("maps", [
+    {"PC1": np.random.default_rng(0).normal(size=(6, 8))},
+    {"flat (n,)": torch.randn(48), "with nan": np.where(np.eye(4, 12) > 0, np.nan, 1.0), "list": [[1, 2], [3, 4]]},
+])
+def test_sheet_maps_write_a_valid_png(tmp_path, maps):
+    path = tmp_path / "maps" / "layer.png"  # the folder is created
+    plot_sheet_maps(maps, path, label="t")
+    w, h = png_size(path)
+    assert w > 200 and h > 200 and os.path.getsize(path) > 2000
+    assert leftovers(path.parent) == []
+
+
+def test_more_panels_make_a_larger_picture(tmp_path):
+    one, six = tmp_path / "one.png", tmp_path / "six.png"
+    plot_sheet_maps({"a": np.ones((4, 4))}, one)
+    plot_sheet_maps({str(i): np.random.default_rng(i).normal(size=(4, 4)) for i in range(6)}, six, ncols=3)
+    assert png_size(six)[0] > png_size(one)[0] and png_size(six)[1] > png_size(one)[1]
+
+
+def test_curves_and_sweeps_write_valid_pngs(tmp_path):
+    curves = {"h.0 weights": ([1, 2, 3], [0.5, np.nan, 0.1]), "h.0 activations": (np.arange(3.0), torch.tensor([0.9, 0.4, 0.0]))}
+    plot_correlation_curves(curves, tmp_path / "curves.png")
+    plot_sweep({"tau=0": ([0, 0.5], [0, 3.0]), "tau=10": ([0, 0.5], [0, 1.0])}, tmp_path / "sweep.png", title="L1")
+    for name in ("curves.png", "sweep.png"):
+        w, h = png_size(tmp_path / name)
+        assert w > 300 and h > 200
+    assert leftovers(tmp_path) == []
+
+
+def test_an_existing_file_is_replaced_whole(tmp_path):
+    path = tmp_path / "m.png"
+    path.write_bytes(b"old")
+    plot_sheet_maps({"a": np.ones((3, 3))}, path)
+    assert png_size(path)[0] > 0
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="maps is empty"):
+        plot_sheet_maps({}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"bad: a sheet map must be \(n_units,\) or \(h, w\)"):
+        plot_sheet_maps({"bad": np.zeros((2, 2, 2))}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="curves is empty"):
+        plot_correlation_curves({}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="3 x values but 2 y values"):
+        plot_sweep({"a": ([0, 1, 2], [0, 1])}, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists() and leftovers(tmp_path) == []
