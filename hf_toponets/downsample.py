@@ -204,7 +204,7 @@ def downsample_model(model: nn.Module, keep: float = 0.2, mode: str = "shrink", 
         proj_module = modules[projections[name]] if mode == "shrink" else None
         replaced.update(_resample_mlp(name, target.module, projections[name], proj_module, (h_small, w_small), interpolation))
     sheet = (h_small, w_small, d) if mode == "shrink" else (h, w, d)
-    new_model = _rebuild(model, width_field, sheet[0] * sheet[1], replaced)
+    new_model = _rebuild(model, {width_field: h_small * w_small} if mode == "shrink" else {}, replaced)
     new_modules = dict(new_model.named_modules())
     attach_topo_config(new_model, topo, {name: TopoTarget(new_modules[name], sheet) for name in chosen})
     new_model.config.topo_downsample = {
@@ -243,11 +243,12 @@ def _resample_mlp(fc_name, fc, proj_name, proj, size, interpolation) -> dict[str
     return {fc_name: (small[:, :d], small[:, d] if has_bias else None), proj_name: (proj_rows, None)}
 
 
-def _rebuild(model: nn.Module, width_field: str, width: int, replaced: dict) -> nn.Module:
-    """A fresh ``type(model)`` with MLP width ``width``; every tensor copied or replaced, shapes asserted."""
+def _rebuild(model: nn.Module, config_changes: dict, replaced: dict) -> nn.Module:
+    """A fresh ``type(model)`` of the source config with ``config_changes``; every tensor copied from
+    the source or taken from ``replaced``, shapes asserted."""
     from transformers.initialization import no_init_weights  # every tensor is overwritten below
 
-    data = {**model.config.to_dict(), width_field: width}
+    data = {**model.config.to_dict(), **config_changes}
     data.pop("topo", None), data.pop("topo_downsample", None)  # rewritten by the caller
     param = next(model.parameters())
     with no_init_weights():

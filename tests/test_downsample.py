@@ -135,6 +135,8 @@ def test_nearest_shrink_equals_nearest_reconstruct(arch, keep):
     shrunk = downsample_model(model, keep, "shrink", "nearest", targets=["c_fc"])
     rebuilt = downsample_model(model, keep, "reconstruct", "nearest", targets=["c_fc"])
     assert count_parameters(shrunk)["total"] < count_parameters(rebuilt)["total"] == count_parameters(model)["total"]
+    plain = {k: v for k, v in rebuilt.config.to_dict().items() if k not in ("topo", "topo_downsample")}
+    assert plain == model.config.to_dict()  # reconstruct keeps the architecture, config and all
     torch.testing.assert_close(logits(shrunk), logits(rebuilt), atol=1e-5, rtol=0)
     assert (logits(rebuilt) - logits(model)).abs().max() > 1e-2  # the comparison is not vacuous
 
