@@ -181,7 +181,113 @@ def _run_sweep(args) -> int:
     print(f"wrote {os.path.join(args.output, 'sweep.json')} and sweep.png")
     return 0
 
-VERBS = [_add_loss, _add_card, _add_push, _add_downsample, _add_sweep]
+def _add_analyze(sub) -> None:
+    p = sub.add_parser("analyze", help="Smoothness, effective dimensionality and sheet maps of a model's "
+                                       "topographic layers: DIR/metrics.json and DIR/maps/*.png.")
+    p.add_argument("--model", required=True, help="Folder or Hub repo id of a saved model.")
+    p.add_argument("--data", help="A text file, or a folder of .txt files, for the activation metrics; "
+                                  "without it only the weight metrics are computed.")
+    p.add_argument("--layers", help="Comma-separated module names (exact or .suffix); default: the model's 'topo' entry.")
+    p.add_argument("--samples", type=int, help="Sequences of --seq-len tokens to use (default: all the text gives).")
+    p.add_argument("--seq-len", type=int, default=128, help="Tokens per sequence.")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--tokenizer", help="Tokenizer folder or repo id; default: --model's.")
+    p.add_argument("--output", required=True, help="Folder for metrics.json and maps/.")
+    p.set_defaults(func=_run_analyze)
+
+
+def _read_texts(path: str) -> str:
+    """A text file's contents, or a folder's ``*.txt`` files in name order joined by blank lines."""
+    import os
+
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".txt"))
+        if not files:
+            raise ValueError(f"--data {path}: the folder holds no .txt file")
+    elif os.path.isfile(path):
+        files = [path]
+    else:
+        raise ValueError(f"--data {path}: no such file or folder")
+    texts = []
+    for name in files:
+        with open(name, encoding="utf-8") as f:
+            texts.append(f.read())
+    text = "\n\n".join(t for t in texts if t.strip())
+    if not text:
+        raise ValueError(f"--data {path}: the dataset is empty (no text)")
+    return text
+
+
+def _run_analyze(args) -> int:
+    from .analysis import analyze
+
+    model = _load_causal_lm(args.model)
+    input_ids = None
+    if args.data:
+        from transformers import AutoTokenizer
+
+        from .sweep import token_blocks
+
+        if args.samples is not None and args.samples < 1:
+            raise ValueError(f"--samples must be >= 1, got {args.samples}")
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+        input_ids = token_blocks(tokenizer(_read_texts(args.data))["input_ids"], args.seq_len)
+        if args.samples is not None and len(input_ids) < args.samples:
+            raise ValueError(f"--data {args.data} gives {len(input_ids)} sequences of {args.seq_len} tokens, "
+                             f"fewer than --samples {args.samples}")
+        input_ids = input_ids[: args.samples]
+    layers = args.layers.split(",") if args.layers else None
+    result = analyze(model, args.output, layers, input_ids, args.batch_size)
+    width = max(map(len, result["layers"]))
+    print(f"{'layer':<{width}}  {'sheet':>14}  {'smooth(w)':>9}  {'smooth(a)':>9}  {'eff. dim':>8}")
+    for name, m in result["layers"].items():
+        sheet = "x".join(map(str, m["sheet"]))
+        fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+        print(f"{name:<{width}}  {sheet:>14}  {m['smoothness_weights']:>9.3f}  "
+              f"{fmt(m['smoothness_activations'], '.3f'):>9}  {fmt(m['effective_dim'], '.2f'):>8}")
+    print(f"wrote {args.output}/metrics.json and {len(result['maps']) + 1} PNGs under {args.output}/maps")
+    return 0
+
+
+def _add_blimp(sub) -> None:
+    p = sub.add_parser("blimp", help="BLiMP accuracy of a causal LM (lm-evaluation-harness 0.4.x protocol).")
+    p.add_argument("--model", required=True, help="Folder or Hub repo id of a causal LM (its tokenizer alongside).")
+    p.add_argument("--data", help="Folder of BLiMP <UID>.jsonl files, e.g. ../shared/data/blimp; default: the Hub dataset nyu-mll/blimp.")
+    p.add_argument("--paradigms", help="Comma-separated BLiMP paradigms (default: all 67).")
+    p.add_argument("--batch-size", type=int, default=64, help="Sequences per forward pass (>= 2).")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--per-pair", action="store_true", help="Also write every pair's ll_good and ll_bad.")
+    p.add_argument("--output", required=True, help="JSON file to write (atomically).")
+    p.set_defaults(func=_run_blimp)
+
+
+def _run_blimp(args) -> int:
+    import json
+    import os
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from .blimp import evaluate_blimp
+    from .blimp_data import resolve_paradigms
+
+    paradigms = resolve_paradigms(args.paradigms)  # a bad name fails before the model loads
+    model = _load_causal_lm(args.model, args.device, args.dtype)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    result = evaluate_blimp(model, tokenizer, args.data, paradigms, args.batch_size, per_pair=args.per_pair)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(tmp, output)  # never a half-written results file
+    for name, value in [("overall", result["overall"]), *result["phenomena"].items()]:
+        print(f"{name:<26} {value:6.3f}")
+    print(f"{result['n_pairs']} pairs in {len(result['paradigms'])} paradigms; wrote {output}")
+    return 0
+
+
+VERBS = [_add_loss, _add_card, _add_push, _add_downsample, _add_sweep, _add_analyze, _add_blimp]
 
 
 def build_parser() -> argparse.ArgumentParser:
