@@ -1,0 +1,157 @@
+"""BLiMP parity and speed: hf_toponets.evaluate_blimp vs lm-evaluation-harness 0.4.x on the same model.
+
+Environment (lm_eval lives in its own venv so that it cannot disturb the project's)::
+
+    python3 -m venv /work/venv-bench
+    /work/venv-bench/bin/pip install torch==2.13.0
+    /work/venv-bench/bin/pip install torch==2.13.0 lm_eval==0.4.13
+    /work/venv-bench/bin/pip install torch==2.13.0 -e .
+
+Run: ``/work/venv-bench/bin/python benchmarks/bench_blimp.py [--data ../shared/data/blimp]
+[--paradigms a,b,...] [--batch-size 32] [--reps 3] [--device cpu]``.
+
+A tiny GPT-Neo (GPT-2 vocabulary, seeded) is built and saved with the GPT-2 tokenizer to a temporary
+folder; both sides load it from there in float32. The harness reads the local jsonl files through
+one task per paradigm written to a temporary folder (``dataset_path: json``) with the settings of
+its own ``blimp`` tasks, and gives per-pair log-likelihoods through ``log_samples``. Prints:
+per-paradigm accuracies (must be identical), the largest per-pair log-likelihood difference (must be
+<= 1e-4), and pairs per second of each (median over ``--reps`` alternating runs after one warm-up,
+the same batch size in sequences on both sides) with the ratio.
+"""
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # the harness's progress bars; ours is off through progress=False
+try:
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+except ImportError:
+    sys.exit("bench_blimp.py needs lm_eval 0.4.x; set up its venv as the docstring says "
+             "(/work/venv-bench/bin/pip install torch==2.13.0 lm_eval==0.4.13) and run it with that python")
+
+from transformers import AutoTokenizer, GPT2TokenizerFast, GPTNeoConfig, GPTNeoForCausalLM
+
+from hf_toponets.blimp import evaluate_blimp
+from hf_toponets.cli import _load_causal_lm
+
+ROOT = Path(__file__).resolve().parents[1]
+# One paradigm per phenomenon (12), short and long sentences, and passive_1 with its 2 identical pairs.
+DEFAULT_PARADIGMS = (
+    "anaphor_gender_agreement,passive_1,principle_A_case_2,tough_vs_raising_1,determiner_noun_agreement_1,"
+    "ellipsis_n_bar_1,wh_vs_that_with_gap_long_distance,irregular_past_participle_verbs,adjunct_island,"
+    "npi_present_1,superlative_quantifiers_1,distractor_agreement_relative_clause"
+)
+TASK_YAML = """task: {task}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    train: {path}
+output_type: multiple_choice
+validation_split: train
+doc_to_text: ""
+doc_to_target: 0
+doc_to_choice: "{{{{[sentence_good, sentence_bad]}}}}"
+num_fewshot: 0
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+def save_tiny_model(folder: Path, hidden: int, layers: int) -> None:
+    torch.manual_seed(0)
+    config = GPTNeoConfig(vocab_size=50257, hidden_size=hidden, num_layers=layers, num_heads=4,
+                          attention_types=[[["global", "local"], layers // 2]], max_position_embeddings=128,
+                          window_size=64)
+    GPTNeoForCausalLM(config).save_pretrained(folder)
+    GPT2TokenizerFast.from_pretrained(ROOT.parent / "shared" / "data" / "gpt2-tokenizer").save_pretrained(folder)
+
+
+def run_harness(lm, manager, tasks: dict[str, str]) -> dict:
+    """``{uid: (accuracy, {pair_id: (ll_good, ll_bad)})}`` from one simple_evaluate call."""
+    out = lm_eval.simple_evaluate(model=lm, tasks=list(tasks.values()), task_manager=manager,
+                                  log_samples=True, bootstrap_iters=0)
+    result = {}
+    for uid, task in tasks.items():
+        lls = {int(s["doc"]["pairID"]): tuple(r[0] for r in s["filtered_resps"]) for s in out["samples"][task]}
+        result[uid] = (out["results"][task]["acc,none"], lls)
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "blimp"))
+    parser.add_argument("--paradigms", default=DEFAULT_PARADIGMS)
+    parser.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass, both sides")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    uids = args.paradigms.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        save_tiny_model(tmp / "model", args.hidden, args.layers)
+        tasks = {uid: f"blimp_local_{uid}" for uid in uids}
+        (tmp / "tasks").mkdir()
+        for uid, task in tasks.items():
+            (tmp / "tasks" / f"{task}.yaml").write_text(TASK_YAML.format(task=task, path=Path(args.data) / f"{uid}.jsonl"))
+        manager = TaskManager(include_path=str(tmp / "tasks"), include_defaults=False)
+        lm = HFLM(pretrained=str(tmp / "model"), dtype="float32", batch_size=args.batch_size, device=args.device)
+        model = _load_causal_lm(str(tmp / "model"), args.device, "float32")
+        tokenizer = AutoTokenizer.from_pretrained(tmp / "model")
+        runs = {
+            "lm_eval " + lm_eval.__version__: lambda: run_harness(lm, manager, tasks),
+            "hf_toponets": lambda: evaluate_blimp(model, tokenizer, args.data, uids, args.batch_size,
+                                                  per_pair=True, progress=False),
+        }
+        first = {name: fn() for name, fn in runs.items()}  # warm-up (datasets cache) and the parity data
+        times = {name: [] for name in runs}
+        for _ in range(args.reps):
+            for name, fn in runs.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    report(first, times, uids, args)
+
+
+def report(first: dict, times: dict, uids: list[str], args) -> None:
+    harness_name, ours_name = list(first)
+    harness, ours = first[harness_name], first[ours_name]
+    worst, n_pairs, same_acc = 0.0, 0, True
+    print(f"{'paradigm':<42} {'harness':>8} {'ours':>8}  max |d ll|")
+    for uid in uids:
+        acc, lls = harness[uid]
+        rows = ours["pairs"][uid]
+        diff = max(max(abs(r["ll_good"] - lls[r["pair_id"]][0]), abs(r["ll_bad"] - lls[r["pair_id"]][1])) for r in rows)
+        assert len(rows) == len(lls), (uid, len(rows), len(lls))
+        worst, n_pairs = max(worst, diff), n_pairs + len(rows)
+        same_acc &= acc == ours["paradigms"][uid]["accuracy"]
+        print(f"{uid:<42} {acc:8.3f} {ours['paradigms'][uid]['accuracy']:8.3f}  {diff:.2e}")
+    print(f"paradigm accuracies identical: {same_acc}; largest per-pair |ll difference|: {worst:.2e} "
+          f"({'within' if worst <= 1e-4 else 'ABOVE'} 1e-4) over {n_pairs} pairs")
+    speed = {name: n_pairs / statistics.median(t) for name, t in times.items()}
+    for name, value in speed.items():
+        print(f"{name:>16}: median {statistics.median(times[name]):7.2f} s  {value:8.1f} pairs/s")
+    print(f"speed-up (ours / harness, pairs/s, medians over {args.reps} alternating reps, batch size "
+          f"{args.batch_size} sequences, {args.device}, float32, {torch.get_num_threads()} threads, "
+          f"GPT-Neo hidden {args.hidden} x {args.layers} layers): {speed[ours_name] / speed[harness_name]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
