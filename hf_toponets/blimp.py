@@ -59,9 +59,9 @@ def evaluate_blimp(
         raise ValueError(f"batch_size: {batch_size!r}; give an int >= 2 (a pair's two sentences share a batch)")
     if isinstance(data, Mapping):
         uids = resolve_paradigms(paradigms if paradigms is not None else list(data))
-        missing = [uid for uid in uids if uid not in data]
+        missing = [uid for uid in uids if not data.get(uid)]
         if missing:
-            raise ValueError(f"data: the loaded pairs lack paradigm(s) {missing}; loaded: {sorted(data)}")
+            raise ValueError(f"data: the loaded pairs lack paradigm(s) {missing} (absent or empty); loaded: {sorted(data)}")
         pairs = {uid: data[uid] for uid in uids}
     else:
         pairs = load_blimp(data, paradigms)

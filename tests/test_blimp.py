@@ -135,6 +135,22 @@ def test_both_data_formats_give_the_same_pairs(tmp_path):
     assert from_hub == from_file == [BlimpPair(i, g, b) for i, (g, b) in enumerate(PAIRS["passive_1"])]
 
 
+def test_the_hub_path_asks_for_one_config_per_paradigm_split_train(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, name, split):  # the network stays out of the suite
+        calls.append((path, name, split))
+        return datasets.Dataset.from_list([{"sentence_good": g, "sentence_bad": b, "pair_id": i}
+                                           for i, (g, b) in enumerate(PAIRS[name])])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    pairs = load_blimp(None, "wh_island,passive_1")
+    assert calls == [("nyu-mll/blimp", "passive_1", "train"), ("nyu-mll/blimp", "wh_island", "train")]
+    assert pairs["passive_1"][2] == BlimpPair(2, *PAIRS["passive_1"][2])
+
+
 def test_loaded_pairs_and_a_folder_give_the_same_result(tmp_path):
     model, tokenizer = tiny_gpt_neo(seed=3, vocab=len(WORDS) + 3), bos_tokenizer()
     folder = write_jsonl(tmp_path)
@@ -262,3 +278,5 @@ def test_bad_tokenizer_model_and_batch_size(tmp_path):
         evaluate_blimp(model, bos_tokenizer(), folder, UIDS, batch_size=1, progress=False)
     with pytest.raises(ValueError, match=r"lack paradigm\(s\) \['wh_island'\]"):
         evaluate_blimp(model, bos_tokenizer(), load_blimp(folder, "passive_1"), "wh_island", progress=False)
+    with pytest.raises(ValueError, match=r"lack paradigm\(s\) \['passive_1'\] \(absent or empty\)"):
+        evaluate_blimp(model, bos_tokenizer(), {"passive_1": []}, progress=False)
