@@ -1,6 +1,6 @@
 """Forward latency and size of GPT-Neo-125M vs its ``shrink`` downsampling (keep 0.2), CPU.
 
-Run: ``python benchmarks/bench_downsample.py [--reps 15] [--batch 1] [--seq 128] [--keep 0.2]``.
+Run: ``python benchmarks/bench_downsample.py [--reps 15] [--batch 1] [--seq 128] [--keep 0.2] [--threads N]``.
 Both models live in this process (random weights, the real GPT-Neo-125M shapes) and are timed
 alternating on the same token ids under ``torch.inference_mode``; prints each median, the ratio,
 and the parameter counts. The expected ratio follows from the FLOPs per token: 12 blocks of
@@ -32,7 +32,10 @@ def main():
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--keep", type=float, default=0.2)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = GPTNeoConfig(hidden_size=768, num_layers=12, num_heads=12, attention_types=[[["global", "local"], 6]])
     model = GPTNeoForCausalLM(config).eval()
