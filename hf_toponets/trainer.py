@@ -1,14 +1,12 @@
 """TopoTrainer: a ``transformers.Trainer`` that adds ``tau * mean_layers(TopoLoss)`` to training.
 
-The topographic term is computed in a forward hook on each target module, where the module's
-full weight exists even under FSDP2 / ZeRO-3 sharding, and its gradient is attached to the
-module's output by :class:`_AttachTerm`: an identity whose backward also sends
-``coef = tau / (n_layers * accumulation_steps)`` as the gradient of the layer's TopoLoss. So per
-optimizer step the weights receive exactly ``tau * d mean_layers(TopoLoss) / dW`` on one process,
-under DDP (every rank adds the same term; gradients are averaged), FSDP, gradient accumulation
-(whatever the Trainer does to normalise the task loss) and gradient checkpointing (the hook
-runs again in the recomputation; without grad it does nothing). The task loss, ``eval_loss``
-included, is left untouched; the term is logged separately.
+The topographic term is computed by :class:`~hf_toponets.hooks.TopoHooks`, in a forward hook on
+each target module (where the full weight exists even under FSDP2 / ZeRO-3 sharding), and its
+gradient is attached to the module's output with ``coef = tau / (n_layers * accumulation_steps)``.
+So per optimizer step the weights receive exactly ``tau * d mean_layers(TopoLoss) / dW`` on one
+process, under DDP (every rank adds the same term; gradients are averaged), FSDP, gradient
+accumulation (whatever the Trainer does to normalise the task loss) and activation checkpointing.
+The task loss, ``eval_loss`` included, is left untouched; the term is logged separately.
 
 Logged metrics (averaged over the micro-steps since the last log): ``topo/loss`` (mean over
 layers), ``topo/<module name>`` per layer, ``topo/tau`` (the tau the logged steps used).
@@ -20,24 +18,9 @@ import torch
 from transformers import Trainer
 
 from .config import TopoConfig
-from .loss import sheet_loss
+from .hooks import TopoHooks
 from .metadata import attach_topo_config, read_topo_config
-from .sheet import weight_to_sheet
 from .targets import resolve_targets
-
-
-class _AttachTerm(torch.autograd.Function):
-    """``output`` unchanged; in backward, ``coef`` flows into ``term`` (a scalar loss)."""
-
-    @staticmethod
-    def forward(ctx, output, term, coef):
-        ctx.coef, ctx.term_dtype = coef, term.dtype
-        return output.view_as(output)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        coef = torch.full((), ctx.coef, dtype=ctx.term_dtype, device=grad_output.device)
-        return grad_output, coef, None
 
 
 class TopoTrainer(Trainer):
@@ -66,31 +49,10 @@ class TopoTrainer(Trainer):
         self.topo_targets = resolve_targets(model, topo_config)  # the unwrapped model, before any wrapping
         self.topo_config = attach_topo_config(model, topo_config, self.topo_targets)
         super().__init__(model, args, *trainer_args, **kwargs)
-        self._topo_active = False
-        self._topo_coef = 0.0
-        self._topo_step: dict[str, torch.Tensor] = {}  # this micro-step's value per layer (recompute overwrites)
+        self.topo_hooks = TopoHooks(self.topo_targets, self.topo_config)
         self._topo_sums: dict[str, torch.Tensor] = {}
         self._topo_count = 0
         self._topo_tau_sum = 0.0
-        self._topo_handles = [
-            target.module.register_forward_hook(self._make_hook(name)) for name, target in self.topo_targets.items()
-        ]
-
-    def _make_hook(self, name: str):
-        config = self.topo_config
-
-        def hook(module, args, output):
-            if not (self._topo_active and torch.is_grad_enabled()):
-                return None  # evaluation, or the no-grad first pass of reentrant checkpointing
-            if self._topo_coef == 0.0:  # tau = 0: measure only
-                with torch.no_grad():
-                    self._topo_step[name] = sheet_loss(weight_to_sheet(module, name), config.factor_h, config.factor_w, config.interpolation)
-                return None
-            term = sheet_loss(weight_to_sheet(module, name), config.factor_h, config.factor_w, config.interpolation)
-            self._topo_step[name] = term.detach()
-            return _AttachTerm.apply(output, term, self._topo_coef)
-
-        return hook
 
     def current_tau(self) -> float:
         """tau at the current optimizer step (the schedule is a function of ``state.global_step``)."""
@@ -102,18 +64,18 @@ class TopoTrainer(Trainer):
         scaler = getattr(self.accelerator, "scaler", None)
         if coef and scaler is not None and scaler.is_enabled():  # fp16: the task loss is scaled, so is the term
             coef *= scaler.get_scale()
-        self._topo_coef = coef / max(1, self.args.n_gpu)  # nn.DataParallel replicas each add the term
-        self._topo_active = True
+        self.topo_hooks.coef = coef / max(1, self.args.n_gpu)  # nn.DataParallel replicas each add the term
+        self.topo_hooks.active = True
         try:
             loss = super().training_step(model, inputs, num_items_in_batch)
         finally:
-            self._topo_active = False
-        for name, value in self._topo_step.items():
+            self.topo_hooks.active = False
+        values = self.topo_hooks.pop_values()
+        for name, value in values.items():
             self._topo_sums[name] = self._topo_sums.get(name, 0.0) + value
-        if self._topo_step:
+        if values:
             self._topo_count += 1
             self._topo_tau_sum += tau
-        self._topo_step = {}
         return loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -124,9 +86,3 @@ class TopoTrainer(Trainer):
             logs["topo/tau"] = self._topo_tau_sum / self._topo_count
             self._topo_sums, self._topo_count, self._topo_tau_sum = {}, 0, 0.0
         super().log(logs, start_time)
-
-    def remove_topo_hooks(self) -> None:
-        """Detach the forward hooks (the model then runs as a plain model)."""
-        for handle in self._topo_handles:
-            handle.remove()
-        self._topo_handles = []

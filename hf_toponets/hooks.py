@@ -1,0 +1,74 @@
+"""TopoLoss where the weight is whole: forward hooks that attach each layer's term to its output.
+
+Under FSDP2 / ZeRO-3 a module's full weight exists only inside its forward and backward, so the
+term ``L_l`` of each target layer is computed in a forward hook, and :class:`_AttachTerm` (an
+identity on the module's output) sends ``coef`` as the gradient of ``L_l`` when backward reaches
+that output. The weights thus receive ``coef * dL_l/dW`` per forward, in the same backward as
+the task loss, with no change to the loss value. With ``coef = tau / (n_layers * accumulation
+steps)`` an optimizer step applies exactly ``tau * d mean_l(L_l) / dW``.
+
+Recomputation under activation checkpointing runs the hooks again: without grad (the reentrant
+first pass) they do nothing; with grad they recompute the same term, whose value overwrites
+the stored one. Pure torch: no transformers import.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import TopoConfig
+from .loss import sheet_loss
+from .sheet import weight_to_sheet
+from .targets import TopoTarget
+
+
+class _AttachTerm(torch.autograd.Function):
+    """``output`` unchanged; in backward, ``coef`` flows into ``term`` (a scalar loss)."""
+
+    @staticmethod
+    def forward(ctx, output, term, coef):
+        ctx.coef, ctx.term_dtype = coef, term.dtype
+        return output.view_as(output)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        coef = torch.full((), ctx.coef, dtype=ctx.term_dtype, device=grad_output.device)
+        return grad_output, coef, None
+
+
+class TopoHooks:
+    """Forward hooks on the target modules; active only while ``active`` is set and grad is on.
+
+    ``coef`` multiplies each layer's gradient (0: the terms are only measured, without a graph).
+    ``values`` holds each layer's last term (detached) until :meth:`pop_values`.
+    """
+
+    def __init__(self, targets: dict[str, TopoTarget], config: TopoConfig):
+        self.config = config
+        self.active = False
+        self.coef = 0.0
+        self.values: dict[str, torch.Tensor] = {}
+        self._handles = [t.module.register_forward_hook(self._hook(name)) for name, t in targets.items()]
+
+    def _hook(self, name: str):
+        cfg = self.config
+
+        def hook(module, args, output):
+            if not (self.active and torch.is_grad_enabled()):
+                return None  # evaluation, or the no-grad first pass of reentrant checkpointing
+            with torch.set_grad_enabled(self.coef != 0.0):
+                term = sheet_loss(weight_to_sheet(module, name), cfg.factor_h, cfg.factor_w, cfg.interpolation)
+            self.values[name] = term.detach()
+            return None if self.coef == 0.0 else _AttachTerm.apply(output, term, self.coef)
+
+        return hook
+
+    def pop_values(self) -> dict[str, torch.Tensor]:
+        """This forward's term per layer, then forget them."""
+        values, self.values = self.values, {}
+        return values
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
