@@ -6,7 +6,10 @@ its MLP's output projection reads those units with ``P (d_out, n)`` (``c_proj`` 
 (section 3.3 / Fig. 4B: "projecting [the layers] into the cortical space and then performing a
 downsample operation along the height and width dimensions of the cortical sheet"), the sheet
 ``(h, w, d)`` and the bias sheet ``(h, w)`` are resized to ``(h', w')`` with
-``F.interpolate(size=(h', w'), mode=interpolation)`` (``align_corners=False``, no antialias).
+``F.interpolate(size=(h', w'), mode=interpolation)`` (``align_corners=False``, no antialias),
+the ``f_down`` of the blur (Eq. 1) with the target size given explicitly. (Appendix A.5, which
+details the paper's procedure, is not in the text we hold; the size rule of
+:func:`downsampled_shape` is ours.)
 Interpolation is separable and linear, so with the 1-D operators ``D_h (h', h)``, ``D_w (w', w)``
 (down) and ``U_h (h, h')``, ``U_w (w, w')`` (up) of :func:`resize_operator`, and row-major unit
 order (unit ``r * w + c``)::

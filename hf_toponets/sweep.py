@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .blimp import evaluate_blimp
-from .downsample import count_parameters, downsample_model, downsampled_shape
+from .downsample import count_parameters, downsample_model
 from .metadata import read_topo_config
 from .metrics import perplexity
 from .plots import save_figure
