@@ -9,18 +9,32 @@ accumulation (whatever the Trainer does to normalise the task loss) and activati
 The task loss, ``eval_loss`` included, is left untouched; the term is logged separately.
 
 Logged metrics (averaged over the micro-steps since the last log): ``topo/loss`` (mean over
-layers), ``topo/<module name>`` per layer, ``topo/tau`` (the tau the logged steps used).
+layers), ``topo/<module name>`` per layer, ``topo/tau`` (the tau the logged steps used); with
+``blimp_data``, at each evaluation: ``blimp/overall`` and ``blimp/<phenomenon>``.
+
+Saving writes, beside the weights, ``blimp_results.json`` (the last BLiMP evaluation) and the
+model card ``README.md``; ``push_to_hub`` publishes the saved folder in one commit.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
+
 import torch
 from transformers import Trainer
 
+from .blimp import blimp_log_metrics, evaluate_blimp
+from .blimp_data import load_blimp
+from .cards import TRAINING_KEYS, write_model_card
 from .config import TopoConfig
 from .hooks import TopoHooks
+from .hub import push_folder
 from .metadata import attach_topo_config, read_topo_config
 from .targets import resolve_targets
+
+BLIMP_FILE = "blimp_results.json"
 
 
 class TopoTrainer(Trainer):
@@ -32,9 +46,16 @@ class TopoTrainer(Trainer):
     Without ``topo_config`` the model's own ``topo`` entry (a saved TopoNet) is used. The config,
     with each target's sheet shape, is written into ``model.config.topo`` and so into every
     checkpoint's ``config.json``.
+
+    ``blimp_data``: a folder of BLiMP ``<UID>.jsonl`` files, or ``"hub"`` for ``nyu-mll/blimp``;
+    when set, every evaluation also scores BLiMP (``blimp_paradigms``: a subset) with the
+    ``processing_class`` tokenizer. ``model_card``: card facts only the user knows (keys of
+    :data:`hf_toponets.cards.TRAINING_KEYS`, e.g. ``datasets``, ``license``, ``base_model``).
     """
 
-    def __init__(self, model=None, args=None, *trainer_args, topo_config: TopoConfig | None = None, **kwargs):
+    def __init__(self, model=None, args=None, *trainer_args, topo_config: TopoConfig | None = None,
+                 blimp_data: str | None = None, blimp_paradigms: list[str] | None = None,
+                 model_card: dict | None = None, **kwargs):
         if model is None:
             raise ValueError("TopoTrainer: model is required (model_init is not supported)")
         stored = read_topo_config(model)  # raises when a loaded topo entry does not fit the weights
@@ -50,6 +71,16 @@ class TopoTrainer(Trainer):
         self.topo_config = attach_topo_config(model, topo_config, self.topo_targets)
         super().__init__(model, args, *trainer_args, **kwargs)
         self.topo_hooks = TopoHooks(self.topo_targets, self.topo_config)
+        self.blimp_results: dict | None = None
+        self._blimp_pairs = None
+        if blimp_data is not None:
+            if self.processing_class is None:
+                raise ValueError("TopoTrainer: blimp_data needs the tokenizer; pass processing_class=tokenizer")
+            self._blimp_pairs = load_blimp(None if blimp_data == "hub" else blimp_data, blimp_paradigms)
+        unknown = set(model_card or {}) - set(TRAINING_KEYS)
+        if unknown:
+            raise ValueError(f"TopoTrainer: model_card has unknown keys {sorted(unknown)}; valid: {sorted(TRAINING_KEYS)}")
+        self.model_card_info = dict(model_card or {})
         self._topo_sums: dict[str, torch.Tensor] = {}
         self._topo_count = 0
         self._topo_tau_sum = 0.0
@@ -86,3 +117,74 @@ class TopoTrainer(Trainer):
             logs["topo/tau"] = self._topo_tau_sum / self._topo_count
             self._topo_sums, self._topo_count, self._topo_tau_sum = {}, 0, 0.0
         super().log(logs, start_time)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """``Trainer.evaluate`` (when there is an eval dataset), then BLiMP when ``blimp_data`` was given."""
+        metrics = {}
+        if eval_dataset is not None or self.eval_dataset is not None:
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if self._blimp_pairs is not None:
+            was_training = self.model.training
+            self.model.eval()
+            with torch.no_grad():
+                self.blimp_results = evaluate_blimp(self.model, self.processing_class, self._blimp_pairs,
+                                                    batch_size=self.args.per_device_eval_batch_size * 2,
+                                                    device=self.args.device, progress=False)
+            self.model.train(was_training)
+            blimp = blimp_log_metrics(self.blimp_results)
+            self.log(blimp)
+            metrics.update(blimp)
+        return metrics
+
+    def card_training_info(self) -> dict:
+        """What the card says about training: the user's ``model_card`` facts plus this run's."""
+        info = {"tau": self.topo_config.tau, "tau_schedule": self.topo_config.tau_schedule,
+                "max_steps": self.state.global_step}
+        if self.state.num_input_tokens_seen:
+            info["tokens_seen"] = int(self.state.num_input_tokens_seen)
+        return {**info, **self.model_card_info}
+
+    def _last_perplexity(self) -> float | None:
+        losses = [h["eval_loss"] for h in self.state.log_history if "eval_loss" in h]
+        return math.exp(losses[-1]) if losses and losses[-1] < 50 else None
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save weights and ``config.json`` (with its ``topo`` entry), BLiMP results and the model card."""
+        super().save_model(output_dir, _internal_call)
+        output_dir = output_dir or self.args.output_dir
+        if self.args.should_save and os.path.isfile(os.path.join(output_dir, "config.json")):
+            if self.blimp_results is not None:
+                _write_json(os.path.join(output_dir, BLIMP_FILE), self.blimp_results)
+            self.create_model_card(output_dir=output_dir)
+
+    def create_model_card(self, output_dir: str | None = None, **ignored) -> None:
+        """Write the TopoNet card into ``output_dir`` (replaces Trainer's generic draft)."""
+        if not self.args.should_save:
+            return
+        perplexity = self._last_perplexity()
+        write_model_card(output_dir or self.args.output_dir, training=self.card_training_info(),
+                         results={} if perplexity is None else {"perplexity": perplexity}, model_id=self.hub_model_id)
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token: str | None = None,
+                    revision: str | None = None, private: bool | None = None, **kwargs):
+        """Save, then publish ``output_dir`` in one commit (safetensors, config with ``topo``, tokenizer, card, maps).
+
+        Returns :class:`hf_toponets.hub.PushResult` on the main process, ``None`` elsewhere.
+        """
+        self.save_model(_internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)  # Trainer's: names the repo <user>/<output_dir name>
+        return push_folder(self.args.output_dir, self.hub_model_id,
+                           private=bool(private if private is not None else self.args.hub_private_repo),
+                           revision=revision or self.args.hub_revision, token=token or self.args.hub_token,
+                           commit_message=commit_message)
+
+
+def _write_json(path: str, data) -> None:
+    """Write JSON atomically (a temporary file beside it, then rename)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)

@@ -20,6 +20,9 @@ import torch  # noqa: E402
 SHARED_DATA = Path(os.environ.get("HF_TOPONETS_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 
 
+ALICE, BOB = "hf_alice_0123456789abcdefSECRET", "hf_bob_0123456789abcdefSECRET"  # fake Hub users' tokens
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
@@ -59,3 +62,37 @@ def tiny_gpt2(seed: int = 0, hidden: int = 32, layers: int = 2, vocab: int = 128
                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                         bos_token_id=vocab - 1, eos_token_id=vocab - 1)
     return GPT2LMHeadModel(config)
+
+
+@pytest.fixture(scope="session")
+def hub():
+    from hub_server import HubServer
+
+    with HubServer(tokens={ALICE: "alice", BOB: "bob"}, port=HUB_PORT) as server:
+        yield server
+
+
+# huggingface_hub's paths under HF_HOME, read once at import: all moved into the test's tmp_path
+HF_HOME_PATHS = {"HF_HOME": "", "HF_HUB_CACHE": "hub", "HF_ASSETS_CACHE": "assets", "HF_XET_CACHE": "xet",
+                 "HF_TOKEN_PATH": "token", "HF_STORED_TOKENS_PATH": "stored_tokens",
+                 "AGENT_HARNESSES_PATH": ".agent_harnesses.json", "CHECK_FOR_UPDATE_DONE_PATH": ".check_for_update_done"}
+
+
+@pytest.fixture
+def online(hub, tmp_path, monkeypatch):
+    """huggingface_hub talking to the fake Hub: online, no stored token, HF_HOME in tmp_path.
+
+    Afterwards, checks that the test only used routes that the fake Hub implements.
+    """
+    from huggingface_hub import constants
+
+    assert constants.ENDPOINT == hub.endpoint, "huggingface_hub was imported before conftest.py set HF_ENDPOINT"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for name, path in HF_HOME_PATHS.items():
+        monkeypatch.setattr(constants, name, str(tmp_path / "hf-home" / path))
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    unknown = len(hub.unknown)
+    yield hub
+    # huggingface_hub asks for its agent registry on first use and copes with a 404
+    assert [r for r in hub.unknown[unknown:] if r != "GET /api/agent-harnesses"] == []

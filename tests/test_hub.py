@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HUB_PORT, tiny_gpt_neo
-from hub_server import HubServer, git_blob_id
+from conftest import ALICE, BOB, tiny_gpt_neo
+from hub_server import git_blob_id
 from huggingface_hub import ModelCard, constants
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from safetensors.torch import load_file
@@ -25,39 +25,8 @@ from hf_toponets.hub import push_folder
 from hf_toponets.metadata import attach_topo_config
 from hf_toponets.sheet import weight_to_sheet
 
-ALICE, BOB = "hf_alice_0123456789abcdefSECRET", "hf_bob_0123456789abcdefSECRET"
 PNG = base64.b64decode(  # a 1 x 1 PNG: the maps only need to be files that travel
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
-
-
-@pytest.fixture(scope="session")
-def hub():
-    with HubServer(tokens={ALICE: "alice", BOB: "bob"}, port=HUB_PORT) as server:
-        yield server
-
-
-# huggingface_hub's paths under HF_HOME, read once at import: all moved into the test's tmp_path
-HF_HOME_PATHS = {"HF_HOME": "", "HF_HUB_CACHE": "hub", "HF_ASSETS_CACHE": "assets", "HF_XET_CACHE": "xet",
-                 "HF_TOKEN_PATH": "token", "HF_STORED_TOKENS_PATH": "stored_tokens",
-                 "AGENT_HARNESSES_PATH": ".agent_harnesses.json", "CHECK_FOR_UPDATE_DONE_PATH": ".check_for_update_done"}
-
-
-@pytest.fixture
-def online(hub, tmp_path, monkeypatch):
-    """huggingface_hub talking to the fake Hub: online, no stored token, HF_HOME in tmp_path.
-
-    Afterwards, checks that the test only used routes that the fake Hub implements.
-    """
-    assert constants.ENDPOINT == hub.endpoint, "huggingface_hub was imported before conftest.py set HF_ENDPOINT"
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    for name, path in HF_HOME_PATHS.items():
-        monkeypatch.setattr(constants, name, str(tmp_path / "hf-home" / path))
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    unknown = len(hub.unknown)
-    yield hub
-    # huggingface_hub asks for its agent registry on first use and copes with a 404
-    assert [r for r in hub.unknown[unknown:] if r != "GET /api/agent-harnesses"] == []
 
 
 def save_toponet(folder: Path, seed: int = 0) -> torch.nn.Module:
