@@ -29,11 +29,10 @@ from torch import nn
 
 from .sheet import sheet_positions, sheet_shape, unit_weight
 
-MAX_PAIRS = 200_000  # above this many unit pairs, sample MAX_PAIRS of them (fixed seed)
+MAX_UNITS = 4096  # up to this many units: every pair (exact); more: every pair among MAX_UNITS sampled units
 N_BINS = 20
 MIN_BIN_SHARE = 0.005  # bins with fewer pairs than this share (and than 10) are left out of max - min:
 # the sheet's far corners hold few pairs, whose mean is noise that max - min would pick up
-_CHUNK = 1 << 22  # floats per temporary (pairs x features) block: 16 MiB
 
 
 class CorrelationCurve(NamedTuple):
@@ -45,68 +44,49 @@ class CorrelationCurve(NamedTuple):
     smoothness: float  # max - min over the bins holding enough pairs (see correlation_curve)
 
 
-def unit_pairs(n_units: int, max_pairs: int = MAX_PAIRS, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(i, j)`` int64 indices of unit pairs: all ``i < j`` when they number at most
-    ``max_pairs``, else ``max_pairs`` pairs drawn uniformly (``i != j``, with replacement) by a
-    generator seeded with ``seed``.
+def sample_units(n_units: int, max_units: int = MAX_UNITS, seed: int = 0) -> torch.Tensor:
+    """Sorted int64 indices of the units whose pairs are measured: all of them when
+    ``n_units <= max_units``, else ``max_units`` drawn without replacement by a generator seeded
+    with ``seed`` (every pair among them is then used: uniformly random unit pairs).
 
-    >>> unit_pairs(4)[0].tolist(), unit_pairs(4)[1].tolist()
-    ([0, 0, 0, 1, 1, 2], [1, 2, 3, 2, 3, 3])
+    >>> sample_units(5).tolist(), sample_units(10, 3, seed=1).tolist() == sample_units(10, 3, seed=1).tolist()
+    ([0, 1, 2, 3, 4], True)
     """
-    if n_units < 2:
-        raise ValueError(f"unit_pairs: n_units must be >= 2 to form a pair, got {n_units}")
-    if max_pairs < 1:
-        raise ValueError(f"unit_pairs: max_pairs must be >= 1, got {max_pairs}")
-    if n_units * (n_units - 1) // 2 <= max_pairs:
-        i, j = torch.triu_indices(n_units, n_units, offset=1)
-        return i, j
-    gen = torch.Generator().manual_seed(seed)
-    i = torch.randint(n_units, (max_pairs,), generator=gen)
-    j = torch.randint(n_units - 1, (max_pairs,), generator=gen)
-    return i, j + (j >= i)  # uniform over j != i
+    if n_units < 2 or max_units < 2:
+        raise ValueError(f"sample_units: n_units and max_units must be >= 2 to form a pair, got {n_units}, {max_units}")
+    if n_units <= max_units:
+        return torch.arange(n_units)
+    return torch.randperm(n_units, generator=torch.Generator().manual_seed(seed))[:max_units].sort().values
 
 
-def pair_distances(shape: tuple[int, int], i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-    """Euclidean distance on an ``(h, w)`` sheet between units ``i`` and ``j``: ``(m,)`` float32."""
-    pos = sheet_positions(*shape)
-    return (pos[i] - pos[j]).norm(dim=1)
-
-
-def row_correlations(x: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of rows ``x[i]`` and ``x[j]`` of ``x (n, k)``: ``(m,)`` float32.
-
-    A constant row has no correlation: nan.
-    """
+def correlation_matrix(x: torch.Tensor) -> torch.Tensor:
+    """Pearson correlations ``(n, n)`` float32 between the rows of ``x (n, k)``; nan for a constant row."""
     x = x.detach().float()
     x = x - x.mean(dim=1, keepdim=True)
     norm = x.norm(dim=1, keepdim=True)
     z = torch.where(norm > 0, x / norm, float("nan"))
-    step = max(1, _CHUNK // max(1, x.shape[1]))
-    return torch.cat([torch.linalg.vecdot(z[i[s : s + step]], z[j[s : s + step]]) for s in range(0, len(i), step)])
+    return z @ z.T
 
 
-def covariance_correlations(
-    cov: torch.Tensor, i: torch.Tensor, j: torch.Tensor, proj: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Correlations of units ``i`` and ``j`` whose covariance is ``K = proj @ cov @ proj.T``.
+def covariance_correlation_matrix(cov: torch.Tensor, proj: torch.Tensor | None = None) -> torch.Tensor:
+    """Correlations ``(n, n)`` float32 of units with covariance ``K = proj @ cov @ proj.T``.
 
-    ``cov (d, d)``; ``proj (n, d)`` or ``None`` for ``K = cov``. A linear layer's outputs
+    ``cov (d, d)``; ``proj (n, d)``, or ``None`` for ``K = cov``. A linear layer's outputs
     ``y = W x + b`` have covariance ``W cov(x) W^T``, so ``proj = W`` gives their correlations
-    from the (smaller) input covariance. ``K_ij / sqrt(K_ii K_jj)``, nan for a unit with no
-    variance. Returns ``(m,)`` float32.
+    from the (smaller) input covariance. ``K_ij / sqrt(K_ii K_jj)``, nan for a unit with no variance.
     """
-    cov = cov.double()
-    if proj is None:
-        var = cov.diagonal()
-        num = cov[i, j]
-    else:
-        proj = proj.detach().double()
-        a = proj @ cov  # (n, d): row u is cov(y_u, x)
-        var = torch.linalg.vecdot(a, proj)
-        step = max(1, _CHUNK // max(1, a.shape[1]))
-        num = torch.cat([torch.linalg.vecdot(a[i[s : s + step]], proj[j[s : s + step]]) for s in range(0, len(i), step)])
-    den = (var[i] * var[j]).sqrt()
-    return torch.where(den > 0, num / den, float("nan")).float()
+    k = cov.float() if proj is None else proj.detach().float() @ cov.float() @ proj.detach().float().T
+    std = k.diagonal().clamp_min(0).sqrt()
+    den = std[:, None] * std[None, :]
+    return torch.where(den > 0, k / den, float("nan"))
+
+
+def pair_correlations(matrix: torch.Tensor, units: torch.Tensor, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every pair ``i < j`` of the ``units`` whose correlations are ``matrix (m, m)``:
+    ``(correlations, sheet distances)``, each ``(m (m - 1) / 2,)`` float32."""
+    pos = sheet_positions(*shape)[units]  # (m, 2)
+    upper = torch.ones(len(units), len(units), dtype=torch.bool).triu_(1)
+    return matrix[upper], torch.cdist(pos, pos)[upper]
 
 
 def correlation_curve(
@@ -139,7 +119,7 @@ def smoothness(
     responses: torch.Tensor,
     shape: tuple[int, int] | None = None,
     n_bins: int = N_BINS,
-    max_pairs: int = MAX_PAIRS,
+    max_units: int = MAX_UNITS,
     seed: int = 0,
 ) -> CorrelationCurve:
     """Smoothness of ``responses (n_units, k)`` (row ``u``: unit ``u``'s response over ``k``
@@ -153,8 +133,8 @@ def smoothness(
     if responses.ndim != 2:
         raise ValueError(f"smoothness: responses must be (n_units, k), got shape {tuple(responses.shape)}")
     shape = _check_shape(shape, responses.shape[0], "smoothness")
-    i, j = unit_pairs(responses.shape[0], max_pairs, seed)
-    return correlation_curve(row_correlations(responses, i, j), pair_distances(shape, i, j), n_bins)
+    units = sample_units(responses.shape[0], max_units, seed)
+    return correlation_curve(*pair_correlations(correlation_matrix(responses[units]), units, shape), n_bins)
 
 
 def covariance_smoothness(
@@ -162,15 +142,17 @@ def covariance_smoothness(
     proj: torch.Tensor | None = None,
     shape: tuple[int, int] | None = None,
     n_bins: int = N_BINS,
-    max_pairs: int = MAX_PAIRS,
+    max_units: int = MAX_UNITS,
     seed: int = 0,
 ) -> CorrelationCurve:
     """Smoothness of units whose response covariance is ``proj @ cov @ proj.T`` (see
-    :func:`covariance_correlations`): the activation smoothness without storing activations."""
+    :func:`covariance_correlation_matrix`): the activation smoothness without storing activations."""
     n = cov.shape[0] if proj is None else proj.shape[0]
     shape = _check_shape(shape, n, "covariance_smoothness")
-    i, j = unit_pairs(n, max_pairs, seed)
-    return correlation_curve(covariance_correlations(cov, i, j, proj), pair_distances(shape, i, j), n_bins)
+    units = sample_units(n, max_units, seed)
+    matrix = covariance_correlation_matrix(cov[units][:, units], None) if proj is None else covariance_correlation_matrix(cov, proj[units])
+    return correlation_curve(*pair_correlations(matrix, units, shape), n_bins)
+
 
 
 def weight_smoothness(module: nn.Module, name: str = "module", **kwargs) -> CorrelationCurve:
@@ -212,8 +194,8 @@ def effective_dim_from_covariance(cov: torch.Tensor, n_samples: int, proj: torch
     if proj is None:
         trace, frob2 = cov.trace(), (cov * cov).sum()
     else:
-        proj = proj.detach().double()
-        m = cov @ (proj.T @ proj)  # (d, d); K^2 has trace tr(m m)
+        p = proj.detach().float()
+        m = cov @ (p.T @ p).double()  # (d, d); K^2 has trace tr(m m); P^T P in float32: the big product
         trace, frob2 = m.trace(), (m * m.T).sum()
     if not float(trace) > 0:
         raise ValueError("effective dimensionality: the responses have no variance")
