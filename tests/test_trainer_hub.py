@@ -1,0 +1,94 @@
+"""TopoTrainer with BLiMP at evaluation, the card at save time, and push_to_hub against the fake Hub."""
+
+import json
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+
+from conftest import ALICE
+from hf_toponets import TopoConfig, TopoTrainer
+from test_trainer import args, token_dataset, causal_lm
+from conftest import tiny_gpt_neo
+
+PAIRS = [("The cat sleeps.", "The cat sleep."), ("Dogs bark.", "Dogs barks."), ("A man is here.", "A man are here.")]
+
+
+UIDS = ["regular_plural_subject_verb_agreement_1", "anaphor_gender_agreement"]
+
+
+def blimp_folder(tmp_path):
+    folder = tmp_path / "blimp"
+    folder.mkdir()
+    for uid in UIDS:
+        rows = [{"sentence_good": g, "sentence_bad": b, "UID": uid, "pairID": str(i), "field": "morphology",
+                 "linguistics_term": "x"} for i, (g, b) in enumerate(PAIRS)]
+        (folder / f"{uid}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return folder
+
+
+def gpt2_tokenizer(shared_data):
+    from transformers import GPT2TokenizerFast
+
+    tok = GPT2TokenizerFast.from_pretrained(shared_data / "gpt2-tokenizer")
+    tok.pad_token = tok.eos_token  # the Trainer's padding collator needs one
+    return tok
+
+
+def test_blimp_at_evaluation_is_logged_saved_and_carded(tmp_path, shared_data):
+    tok = gpt2_tokenizer(shared_data)
+    model = causal_lm(lambda seed: tiny_gpt_neo(seed=seed, vocab=len(tok)))
+    trainer = TopoTrainer(model=model, args=args(tmp_path / "out", eval_strategy="steps", eval_steps=1),
+                          train_dataset=token_dataset(vocab=len(tok)), eval_dataset=token_dataset(vocab=len(tok), seed=1),
+                          processing_class=tok, topo_config=TopoConfig(target_modules=["c_fc"], tau=1.0),
+                          blimp_data=str(blimp_folder(tmp_path)), blimp_paradigms=UIDS, model_card={"datasets": ["toy"], "license": "mit"})
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "blimp/overall" in h]
+    assert len(logged) == 1
+    phenomena = sorted(k for k in logged[0] if k.startswith("blimp/"))
+    assert phenomena == ["blimp/anaphor_agreement", "blimp/overall", "blimp/subject_verb_agreement"]
+    assert 0.0 <= logged[0]["blimp/overall"] <= 1.0
+    trainer.save_model(str(tmp_path / "final"))
+    saved = json.loads((tmp_path / "final" / "blimp_results.json").read_text())
+    assert saved["overall"] == pytest.approx(logged[0]["blimp/overall"])
+    assert saved["paradigms"]["anaphor_gender_agreement"]["n"] == 3
+    card = ModelCard.load(tmp_path / "final" / "README.md")
+    assert "toponets" in card.data.tags and card.data.license == "mit"
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results["accuracy"] == pytest.approx(saved["overall"], abs=1e-4) and "perplexity" in results
+
+
+def test_eval_loss_without_blimp_still_plain(tmp_path):
+    trainer = TopoTrainer(model=tiny_gpt_neo(), args=args(tmp_path), eval_dataset=token_dataset(),
+                          topo_config=TopoConfig(target_modules=["c_fc"]))
+    metrics = trainer.evaluate()
+    assert "eval_loss" in metrics and not any(k.startswith("blimp/") for k in metrics)
+
+
+def test_blimp_needs_a_tokenizer(tmp_path):
+    with pytest.raises(ValueError, match="blimp_data needs the tokenizer"):
+        TopoTrainer(model=tiny_gpt_neo(), args=args(tmp_path), topo_config=TopoConfig(), blimp_data=str(tmp_path))
+
+
+def test_bad_model_card_key(tmp_path):
+    with pytest.raises(ValueError, match="model_card has unknown keys \\['licence'\\]"):
+        TopoTrainer(model=tiny_gpt_neo(), args=args(tmp_path), topo_config=TopoConfig(), model_card={"licence": "mit"})
+
+
+def test_push_to_hub_publishes_one_commit_with_metadata(online, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = causal_lm(tiny_gpt_neo)
+    trainer = TopoTrainer(model=model, args=args(tmp_path / "run", hub_model_id="alice/trained", hub_token=ALICE),
+                          train_dataset=token_dataset(), topo_config=TopoConfig(target_modules=["c_fc"], tau=2.0))
+    trainer.train()
+    result = trainer.push_to_hub()
+    repo = online.repos["alice/trained"]
+    files = set(repo.commits[result.commit_oid])
+    assert {"model.safetensors", "config.json", "README.md"} <= files
+    assert not any(f.endswith((".bin", ".pt", ".pth")) for f in files)
+    loaded = AutoModelForCausalLM.from_pretrained("alice/trained")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    assert TopoConfig.from_pretrained("alice/trained").sheets == trainer.topo_config.sheets
+    again = trainer.push_to_hub()
+    assert not again.changed  # nothing new to commit
