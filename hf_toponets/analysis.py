@@ -93,7 +93,7 @@ def analyze(
         result["layers"][name] = entry
         map_file = f"maps/{name}.png"
         pc1 = leading_component(unit_weight(module, name)).reshape(h, w)
-        plot_sheet_maps({f"{name}: 1st principal component of the weights": pc1}, os.path.join(out_dir, map_file))
+        plot_sheet_maps({f"{name}\n1st principal component of the weights": pc1}, os.path.join(out_dir, map_file))
         result["maps"][name] = map_file
     plot_correlation_curves(curves, os.path.join(out_dir, CURVES_FILE))
     result["curves"] = CURVES_FILE

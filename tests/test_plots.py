@@ -68,3 +68,21 @@ def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match="3 x values but 2 y values"):
         plot_sweep({"a": ([0, 1, 2], [0, 1])}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists() and leftovers(tmp_path) == []
+
+
+def test_selectivity_map_end_to_end(tmp_path):
+    """Two categories of stimuli -> per-unit responses (hooks) -> t-values (eq. 2) -> a map on the sheet."""
+    from conftest import tiny_gpt_neo
+    from hf_toponets.activations import collect_responses
+    from hf_toponets.metrics import selectivity
+
+    model = tiny_gpt_neo(seed=0)
+    name = "transformer.h.1.mlp.c_fc"
+    gen = torch.Generator().manual_seed(0)
+    low, high = torch.randint(0, 64, (12, 10), generator=gen), torch.randint(64, 128, (12, 10), generator=gen)
+    responses = {k: collect_responses(model, {name: model.get_submodule(name)}, [ids])[name] for k, ids in
+                 (("low", low), ("high", high))}
+    t = selectivity(responses["high"], responses["low"])
+    assert t.shape == (128,) and t.isfinite().all() and t.abs().max() > 2  # distinct token sets: some units care
+    plot_sheet_maps({"high-id tokens vs low-id tokens": t}, tmp_path / "selectivity.png", label="t")
+    assert png_size(tmp_path / "selectivity.png")[0] > 200
