@@ -1,0 +1,149 @@
+"""Train (or fine-tune) a causal-LM TopoNet with TopoTrainer.
+
+    python training_scripts/train_clm.py                        # the embedded default: offline, CPU, minutes
+    python training_scripts/train_clm.py CONFIG.yaml [--flag value ...]   # a shipped config, with overrides
+    accelerate launch --config_file training_scripts/accelerate/multi_gpu.yaml \\
+        training_scripts/train_clm.py training_scripts/configs/gpt_neo_125m_wikipedia.yaml --tau 5
+
+Arguments are three dataclasses parsed by ``HfArgumentParser``: :class:`ScriptArguments` (data and
+model), ``transformers.TrainingArguments`` and :class:`hf_toponets.TopoConfig`. A YAML file given
+first supplies values; flags after it override them. Without a YAML file,
+``configs/default.yaml`` supplies them: a small GPT-Neo on CPython's help topics, with a tokenizer trained
+on them, written to ``outputs/toponet-default`` with its ``topo`` metadata and model card.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, TrainingArguments
+
+from hf_toponets import TopoConfig, TopoTrainer
+from hf_toponets.data import embedded_corpus, pack_dataset, train_tokenizer
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_CONFIG = HERE / "configs" / "default.yaml"
+logger = logging.getLogger("train_clm")
+
+# Named architectures: the paper's two language models and the embedded default's small one.
+ARCHITECTURES = {
+    "gpt-neo-125m": ("gpt_neo", dict(hidden_size=768, num_layers=12, num_heads=12, max_position_embeddings=2048,
+                                     attention_types=[[["global", "local"], 6]], window_size=256)),
+    "nanogpt-124m": ("gpt2", dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024)),
+    "tiny-gpt-neo": ("gpt_neo", dict(hidden_size=128, num_layers=4, num_heads=4, max_position_embeddings=256,
+                                     attention_types=[[["global", "local"], 2]], window_size=64)),
+}
+
+
+@dataclass
+class ScriptArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id; None: the embedded corpus (offline)."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset config, e.g. '20231101.en'."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the raw text."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the dataset (needs max_steps)."})
+    eval_blocks: int = field(default=64, metadata={"help": "Held-out blocks for eval_loss / perplexity."})
+    block_size: int = field(default=128, metadata={"help": "Tokens per packed training sequence."})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer id/path; None: train BPE on the embedded corpus."})
+    tokenizer_vocab_size: int = field(default=2048, metadata={"help": "Vocabulary of the BPE trained when tokenizer_name is None."})
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Pretrained weights to fine-tune; None: train from scratch."})
+    architecture: str = field(default="tiny-gpt-neo", metadata={"help": f"From scratch: one of {sorted(ARCHITECTURES)}."})
+    blimp_data: str | None = field(default=None, metadata={"help": "BLiMP jsonl folder (or 'hub') to score at each evaluation."})
+    blimp_paradigms: list[str] | None = field(default=None, metadata={"help": "BLiMP subset; None: all 67."})
+    license: str | None = field(default=None, metadata={"help": "License for the model card."})
+
+
+def parse(argv: list[str]):
+    """A YAML file first, then flags that override it; without a YAML file, the embedded default's."""
+    if not argv or not argv[0].endswith((".yaml", ".yml")):
+        argv = [str(DEFAULT_CONFIG), *argv]
+    argv = yaml_to_flags(Path(argv[0])) + argv[1:]
+    return HfArgumentParser((ScriptArguments, TrainingArguments, TopoConfig)).parse_args_into_dataclasses(argv)
+
+
+def yaml_to_flags(path: Path) -> list[str]:
+    """``{key: value}`` -> ``["--key", "value"]``; lists give several values, dicts become JSON."""
+    import json
+
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of argument names to values")
+    flags = []
+    for key, value in data.items():
+        values = value if isinstance(value, list) else [value]
+        flags.append(f"--{key}")
+        flags.extend(json.dumps(v) if isinstance(v, dict) else str(v) for v in values)
+    return flags
+
+
+def build_tokenizer(script: ScriptArguments):
+    if script.tokenizer_name:
+        tok = AutoTokenizer.from_pretrained(script.tokenizer_name)
+    else:
+        tok = train_tokenizer(embedded_corpus(), script.tokenizer_vocab_size)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def build_datasets(script: ScriptArguments, tokenizer):
+    """(train, eval) packed datasets; eval = the first ``eval_blocks`` blocks, kept out of training."""
+    from datasets import Dataset, load_dataset
+
+    if script.dataset_name is None:
+        raw = Dataset.from_dict({"text": embedded_corpus()})
+    else:
+        raw = load_dataset(script.dataset_name, script.dataset_config, split="train", streaming=script.streaming)
+    blocks = pack_dataset(raw, tokenizer, script.block_size, script.text_column)
+    if script.streaming:
+        return blocks.skip(script.eval_blocks), Dataset.from_list(list(blocks.take(script.eval_blocks)))
+    if len(blocks) <= script.eval_blocks:
+        raise ValueError(f"eval_blocks={script.eval_blocks} leaves no training data ({len(blocks)} blocks)")
+    blocks = blocks.shuffle(seed=0)  # held-out blocks drawn from the whole corpus
+    return blocks.select(range(script.eval_blocks, len(blocks))), blocks.select(range(script.eval_blocks))
+
+
+def build_model(script: ScriptArguments, tokenizer):
+    if script.model_name_or_path:
+        return AutoModelForCausalLM.from_pretrained(script.model_name_or_path, use_safetensors=True)
+    if script.architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, got {script.architecture!r}")
+    model_type, kwargs = ARCHITECTURES[script.architecture]
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, **kwargs)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def main(argv: list[str] | None = None) -> TopoTrainer:
+    script, args, topo = parse(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    tokenizer = build_tokenizer(script)
+    train, held_out = build_datasets(script, tokenizer)
+    model = build_model(script, tokenizer)
+    card = {"datasets": [script.dataset_name or "pydoc_data.topics (CPython help topics)"]}
+    if script.model_name_or_path:
+        card["base_model"] = script.model_name_or_path
+    if script.license:
+        card["license"] = script.license
+    trainer = TopoTrainer(model=model, args=args, train_dataset=train, eval_dataset=held_out, processing_class=tokenizer,
+                          topo_config=topo, blimp_data=script.blimp_data, blimp_paradigms=script.blimp_paradigms,
+                          model_card=card)
+    trainer.train()
+    metrics = trainer.evaluate()
+    trainer.save_model()
+    if trainer.is_world_process_zero():
+        topo_logs = [h["topo/loss"] for h in trainer.state.log_history if "topo/loss" in h]
+        print(f"\nTopoNet saved to {Path(args.output_dir).resolve()} (config.json carries its 'topo' entry; README.md is its card)")
+        if topo_logs:
+            print(f"topo/loss: {topo_logs[0]:.4f} at the first log -> {topo_logs[-1]:.4f} at the last (tau={topo.tau})")
+        if "eval_loss" in metrics:
+            print(f"held-out perplexity: {math.exp(metrics['eval_loss']):.2f} over {len(held_out)} blocks")
+    return trainer
+
+
+if __name__ == "__main__":
+    main()
