@@ -5,6 +5,7 @@ sharded by ``torch.distributed.fsdp.fully_shard`` (accelerate turns FSDP on only
 """
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,15 @@ WORKER = Path(__file__).with_name("dist_worker.py")
 def torchrun(out: Path, mode: str) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER), str(out), mode]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(WORKER.parent)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # its own process group, so that a hung run is killed with its workers, not left behind
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"torchrun {mode} did not finish in 180 s")
+    assert proc.returncode == 0, err[-3000:]
 
 
 def rel(a, b):
