@@ -10,12 +10,16 @@ Run: ``python benchmarks/bench_metrics.py [--sequences 1024] [--seq-len 128] [--
   same batches; then smoothness and effective dimensionality from the moments, median over ``--reps``;
 - the per-batch cost of accumulating the 768-d input moments vs the 3072-d output moments that
   the input trick avoids (median over ``--reps``);
-- peak memory of the collection pass: the rise of the resident-set high-water mark (reset through
-  ``/proc/self/clear_refs`` right before it), beside what storing the activations would take.
+- peak memory of the collection pass and of a plain forward, each over ``--memory-batches``
+  batches in a fresh subprocess (freed heap pages stay resident and would hide a second peak):
+  the rise of the resident-set high-water mark (reset through ``/proc/self/clear_refs``), beside
+  what storing the activations would take. The moments do not grow with the number of batches.
 """
 
 import argparse
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -29,6 +33,20 @@ from hf_toponets.metrics import covariance_smoothness, effective_dim_from_covari
 def rss_kib(field: str) -> int:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field))
+
+
+def peak_rise_mib(fn) -> float:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    base = rss_kib("VmRSS:")
+    fn()
+    return (rss_kib("VmHWM:") - base) / 1024
+
+
+def body_forward(model, batches) -> None:
+    with torch.no_grad():
+        for b in batches:
+            model.transformer(b)
 
 
 def median_time(fn, reps: int) -> float:
@@ -46,6 +64,8 @@ def main():
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--memory-batches", type=int, default=4)
+    parser.add_argument("--memory-of", choices=["collect", "forward"], help=argparse.SUPPRESS)  # internal
     args = parser.parse_args()
     torch.manual_seed(0)
     config = GPTNeoConfig(hidden_size=768, num_layers=12, num_heads=12, attention_types=[[["global", "local"], 6]])
@@ -54,22 +74,29 @@ def main():
     ids = torch.randint(config.vocab_size, (args.sequences, args.seq_len), generator=torch.Generator().manual_seed(0))
     batches = list(ids.split(args.batch_size))
     tokens = ids.numel()
+    if args.memory_of:
+        few = batches[: args.memory_batches]
+        run = (lambda: collect_activations(model, modules, few)) if args.memory_of == "collect" else (
+            lambda: body_forward(model, few))
+        print(peak_rise_mib(run))
+        return
     print(f"GPT-Neo-125M (random init), 12 c_fc layers of 3072 units (48 x 64 x 768); {args.sequences} x "
           f"{args.seq_len} random token ids = {tokens:,} positions; batch {args.batch_size}; "
           f"{torch.get_num_threads()} threads")
 
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current RSS
-    base = rss_kib("VmRSS:")
+    body_forward(model, batches[:1])  # warm-up, so that neither timed pass pays first-call costs
+    collect_activations(model, modules, batches[:1])
+    start = time.perf_counter()
+    body_forward(model, batches)
+    forward_s = time.perf_counter() - start
     start = time.perf_counter()
     acts = collect_activations(model, modules, batches)
     collect_s = time.perf_counter() - start
-    peak_mib = (rss_kib("VmHWM:") - base) / 1024
-    start = time.perf_counter()
-    with torch.no_grad():
-        for b in batches:
-            model.transformer(b)
-    forward_s = time.perf_counter() - start
+    peaks = {}
+    for what in ("collect", "forward"):
+        cmd = [sys.executable, __file__, "--sequences", str(args.sequences), "--seq-len", str(args.seq_len),
+               "--batch-size", str(args.batch_size), "--memory-batches", str(args.memory_batches), "--memory-of", what]
+        peaks[what] = float(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[-1])
 
     def from_moments():
         return [(covariance_smoothness(a.cov, a.proj).smoothness, effective_dim_from_covariance(a.cov, a.n_rows, a.proj))
@@ -90,8 +117,8 @@ def main():
     print(f"              smoothness + effective dim of 12 layers from moments median {moments_s:8.2f} s")
     print(f"              per-batch moments: 768-d input {input_acc * 1e3:7.1f} ms   3072-d output "
           f"{output_acc * 1e3:7.1f} ms   ratio {output_acc / input_acc:.1f}x")
-    print(f"memory:       collection pass peak rise {peak_mib:8.1f} MiB   (storing the 12 layers' outputs: "
-          f"{stored_gib:.1f} GiB float32)")
+    print(f"memory:       peak rise over {args.memory_batches} batches: collection pass {peaks['collect']:7.1f} MiB   "
+          f"plain body forward {peaks['forward']:7.1f} MiB   (storing the 12 layers' outputs: {stored_gib:.1f} GiB float32)")
     print(f"total:        weights {weights_s:.2f} s; activations {collect_s + moments_s:.2f} s "
           f"(of which metrics beyond a plain forward: {collect_s - forward_s + moments_s:.2f} s)")
     print("layer 0: smoothness(activations) {:.3f}  effective dim {:.1f}; layer 11: {:.3f}  {:.1f}".format(

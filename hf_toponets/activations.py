@@ -83,9 +83,10 @@ class _StopForward(Exception):
 
 
 def run_hooked(model: nn.Module, modules: dict[str, nn.Module], batches: Iterable[torch.Tensor], record, progress=None) -> int:
-    """Call ``model(batch)`` on each batch under no_grad, with ``record(name, module,
-    input, output)`` as every module's forward hook; the forward stops once every hooked module
-    has run (modules called once per forward). Returns the number of batches."""
+    """Call ``model(batch)`` on each batch under no_grad in eval mode (restored after), with
+    ``record(name, module, input, output)`` as every module's forward hook; the forward stops
+    once every hooked module has run (modules called once per forward). Returns the number of
+    batches."""
     if not modules:
         raise ValueError("no layers to collect activations from")
     device = next(model.parameters()).device
@@ -101,7 +102,7 @@ def run_hooked(model: nn.Module, modules: dict[str, nn.Module], batches: Iterabl
         return fn
 
     handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
-    count = 0
+    count, training = 0, model.training
     model.eval()
     try:
         with torch.no_grad():
@@ -115,6 +116,7 @@ def run_hooked(model: nn.Module, modules: dict[str, nn.Module], batches: Iterabl
                 if progress is not None:
                     progress.update(1)
     finally:
+        model.train(training)
         for h in handles:
             h.remove()
     if count == 0:
