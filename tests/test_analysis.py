@@ -43,9 +43,16 @@ def png_ok(path):
     return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
 
 
-def test_cli_end_to_end(saved, tmp_path, capsys):
+@pytest.mark.parametrize("as_folder", [False, True])
+def test_cli_end_to_end(saved, tmp_path, capsys, as_folder):
     out = tmp_path / "out"
-    args = ["analyze", "--model", str(saved / "model"), "--data", str(saved / "text.txt"),
+    data = saved / "text.txt"
+    if as_folder:  # a folder's .txt files, other files ignored
+        (tmp_path / "texts").mkdir()
+        (tmp_path / "texts" / "a.txt").write_text(data.read_text(encoding="utf-8"), encoding="utf-8")
+        (tmp_path / "texts" / "notes.md").write_text("not read")
+        data = tmp_path / "texts"
+    args = ["analyze", "--model", str(saved / "model"), "--data", str(data),
             "--samples", "8", "--seq-len", "32", "--batch-size", "3", "--output", str(out)]
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -79,11 +86,15 @@ def test_weights_only_without_data(saved, tmp_path):
     (["--data", "TEXT", "--samples", "10000", "--seq-len", "32"], "fewer than --samples 10000"),
     (["--data", "EMPTY"], "dataset is empty"),
     (["--data", "NOWHERE"], "no such file or folder"),
+    (["--data", "FOLDER"], "holds no .txt file"),
+    (["--data", "TEXT", "--samples", "0"], "--samples must be >= 1"),
 ])
 def test_cli_bad_input(saved, tmp_path, capsys, extra, message):
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n")
-    paths = {"TEXT": str(saved / "text.txt"), "EMPTY": str(empty), "NOWHERE": str(tmp_path / "nope")}
+    (tmp_path / "folder").mkdir()
+    paths = {"TEXT": str(saved / "text.txt"), "EMPTY": str(empty), "NOWHERE": str(tmp_path / "nope"),
+             "FOLDER": str(tmp_path / "folder")}
     extra = [paths.get(a, a) for a in extra]
     assert main(["analyze", "--model", str(saved / "model"), "--output", str(tmp_path / "o"), *extra]) == 2
     assert message in capsys.readouterr().err
