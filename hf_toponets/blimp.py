@@ -24,10 +24,10 @@ from statistics import fmean
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import GenerationMixin
 
 from .blimp_data import PHENOMENA, BlimpPair, load_blimp, resolve_paradigms
+from .prefix_scoring import score_sequences
 
 DEFAULT_CONTEXT_LENGTH = 2048  # the harness's fallback when neither config nor tokenizer gives one
 _CONTEXT_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx")  # the harness's order
@@ -164,14 +164,11 @@ def score_pairs(model: nn.Module, pairs: list[tuple[list[int], list[int]]], batc
         new = [k for k in dict.fromkeys(pair) if k not in index]
         groups.append([index.setdefault(k, len(index)) for k in new])
     sequences = list(index)
-    scores = torch.empty(len(sequences), dtype=torch.float64)
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), tqdm(total=len(sequences), desc="BLiMP", unit="sent", disable=not progress) as bar:
-            for batch in pack_batches(groups, [len(x) for x in sequences], batch_size):
-                scores[batch] = sequence_logprobs(model, [sequences[i] for i in batch]).double().cpu()
-                bar.update(len(batch))
+        batches = pack_batches(groups, [len(x) for x in sequences], batch_size)
+        scores = score_sequences(model, sequences, batches, progress)
     finally:
         model.train(was_training)
     values = scores.tolist()
@@ -191,21 +188,3 @@ def pack_batches(groups: list[list[int]], lengths: list[int], batch_size: int) -
             current = []
         current.extend(group)
     return [*batches, current] if current else batches
-
-
-def sequence_logprobs(model: nn.Module, sequences: list[tuple[int, ...]]) -> torch.Tensor:
-    """``sum_t log softmax(f(x_{<t}))[x_t]`` over ``t >= 1`` for each sequence, batched: shape ``(B,)``, float32.
-
-    Right padding needs no attention mask: in a causal LM no real position sees the pads after it.
-    """
-    device = next(model.parameters()).device
-    n_inputs = torch.tensor([len(x) - 1 for x in sequences])  # (B,) inputs = all tokens but the last
-    ids = torch.full((len(sequences), int(n_inputs.max()) + 1), sequences[0][0], dtype=torch.long)
-    for row, x in enumerate(sequences):
-        ids[row, : len(x)] = torch.tensor(x)
-    ids = ids.to(device)
-    logits = model(input_ids=ids[:, :-1]).logits.float()  # (B, T, V)
-    # In place: a second (B, T, V) tensor would cost more than the softmax itself on CPU (fresh pages).
-    logprobs = torch.log_softmax(logits, -1, out=logits).gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T)
-    valid = torch.arange(ids.shape[1] - 1, device=device) < n_inputs.to(device)[:, None]
-    return torch.where(valid, logprobs, 0.0).sum(-1)
