@@ -2,8 +2,11 @@
 
 __version__ = "0.1.0"
 
+from .blimp import evaluate_blimp
 from .config import TopoConfig
+from .downsample import downsample_model
 from .loss import sheet_loss, sheet_losses, topo_loss, topo_losses
+from .metrics import effective_dimensionality, perplexity, smoothness
 from .sheet import sheet_shape, weight_to_sheet
 from .targets import TopoTarget, resolve_targets
 from .trainer import TopoTrainer
@@ -12,7 +15,12 @@ __all__ = [
     "TopoConfig",
     "TopoTarget",
     "TopoTrainer",
+    "downsample_model",
+    "effective_dimensionality",
+    "evaluate_blimp",
+    "perplexity",
     "resolve_targets",
+    "smoothness",
     "sheet_loss",
     "sheet_losses",
     "sheet_shape",
