@@ -92,3 +92,20 @@ def test_push_to_hub_publishes_one_commit_with_metadata(online, tmp_path):
     assert TopoConfig.from_pretrained("alice/trained").sheets == trainer.topo_config.sheets
     again = trainer.push_to_hub()
     assert not again.changed  # nothing new to commit
+
+
+def test_mid_training_pushes_carry_the_metadata(online, tmp_path):
+    """Trainer's own hub_strategy pushes (push_to_hub=True) upload config.json with its topo entry."""
+    trainer = TopoTrainer(model=causal_lm(tiny_gpt_neo),
+                          args=args(tmp_path / "mid", max_steps=2, per_device_train_batch_size=4, push_to_hub=True,
+                                    hub_model_id="alice/mid", hub_token=ALICE, hub_strategy="every_save",
+                                    save_strategy="steps", save_steps=1),
+                          train_dataset=token_dataset(), topo_config=TopoConfig(target_modules=["c_fc"], tau=1.0))
+    trainer.train()
+    trainer._finish_current_push()  # the Trainer pushes in the background
+    repo = online.repos["alice/mid"]
+    assert len(repo.log) >= 2  # creation + at least one mid-training commit
+    head = repo.commits[repo.resolve("main")]
+    config = json.loads(head["config.json"])
+    assert config["topo"]["sheets"] == trainer.topo_config.sheets
+    assert "model.safetensors" in head  # (the card comes with the final push_to_hub, not these)
