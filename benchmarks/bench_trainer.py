@@ -2,7 +2,9 @@
 
 Run: ``python benchmarks/bench_trainer.py [--batch 8] [--seq 512] [--reps 5]``. Each rep runs one
 training step (forward, backward, AdamW step) of each trainer, alternating, on the same batch of
-random tokens; prints the medians, TopoTrainer's overhead and the topographic term's own cost
+random tokens. Both trainers drive the SAME model object (TopoTrainer's hooks do nothing outside
+its own steps), so memory layout and cache state do not favour either; each has its own AdamW.
+Prints the medians, TopoTrainer's overhead and the topographic term's own cost
 (forward + backward of the 12 ``c_fc`` TopoLosses alone). GPT-Neo-125M here is
 ``GPTNeoConfig(hidden_size=768, num_layers=12, num_heads=12, attention_types=[[["global", "local"], 6]])``
 (``GPTNeoConfig()``'s defaults are the 1.3B model).
@@ -37,15 +39,13 @@ def main():
     a = parser.parse_args()
     config = GPTNeoConfig(hidden_size=768, num_layers=12, num_heads=12, attention_types=[[["global", "local"], 6]])
     torch.manual_seed(0)
-    plain_model = GPTNeoForCausalLM(config)
-    topo_model = GPTNeoForCausalLM(config)
-    topo_model.load_state_dict(plain_model.state_dict())
+    model = GPTNeoForCausalLM(config)
     ids = torch.randint(0, config.vocab_size, (a.batch, a.seq))
     inputs = {"input_ids": ids, "labels": ids}
     out = tempfile.mkdtemp()
     args = TrainingArguments(out, use_cpu=True, report_to=[], learning_rate=1e-4, max_steps=100)
     topo = TopoConfig(target_modules=["c_fc"], tau=a.tau)
-    trainers = {"Trainer": Trainer(model=plain_model, args=args), "TopoTrainer": TopoTrainer(model=topo_model, args=args, topo_config=topo)}
+    trainers = {"Trainer": Trainer(model=model, args=args), "TopoTrainer": TopoTrainer(model=model, args=args, topo_config=topo)}
     for t in trainers.values():
         t.create_optimizer_and_scheduler(num_training_steps=100)
         step(t, inputs)  # warm-up: allocations, AdamW state
@@ -53,11 +53,11 @@ def main():
     for _ in range(a.reps):
         for name, t in trainers.items():
             times[name].append(step(t, inputs))
-    targets = resolve_targets(topo_model, topo)
+    targets = resolve_targets(model, topo)
     term = []
     for _ in range(max(5, a.reps)):
         start = time.perf_counter()
-        topo_loss(topo_model, topo, targets).backward()
+        topo_loss(model, topo, targets).backward()
         term.append(time.perf_counter() - start)
     plain, ours = statistics.median(times["Trainer"]), statistics.median(times["TopoTrainer"])
     print(f"GPT-Neo-125M, batch {a.batch} x {a.seq} tokens, CPU, {torch.get_num_threads()} threads, {a.reps} alternating reps")
