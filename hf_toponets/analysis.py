@@ -14,7 +14,6 @@ one observation); without data only the data-free weight metrics are filled in.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .activations import collect_activations
 from .config import TopoConfig
+from .files import write_json_atomic
 from .metadata import read_topo_config
 from .metrics import check_samples, covariance_smoothness, effective_dim_from_covariance, leading_component, weight_smoothness
 from .plots import plot_correlation_curves, plot_sheet_maps
@@ -97,14 +97,5 @@ def analyze(
         result["maps"][name] = map_file
     plot_correlation_curves(curves, os.path.join(out_dir, CURVES_FILE))
     result["curves"] = CURVES_FILE
-    write_json(result, os.path.join(out_dir, "metrics.json"))
+    write_json_atomic(os.path.join(out_dir, "metrics.json"), result)
     return result
-
-
-def write_json(data: dict, path: str) -> None:
-    """Write ``data`` as indented JSON atomically (temporary file in the same folder, then rename)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)

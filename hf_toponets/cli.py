@@ -153,7 +153,8 @@ def _run_sweep(args) -> int:
     from transformers import AutoTokenizer
 
     from .blimp_data import load_blimp
-    from .sweep import make_evaluate, plot_sweep_results, sweep_model, token_blocks, write_json
+    from .files import write_json_atomic
+    from .sweep import make_evaluate, plot_sweep_results, sweep_model, token_blocks
 
     keeps = [float(k) for k in args.keep.split(",")]
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
@@ -169,7 +170,7 @@ def _run_sweep(args) -> int:
         if path:
             results[label] = sweep_model(_load_causal_lm(path), keeps, evaluate, args.interpolation, targets)
     os.makedirs(args.output, exist_ok=True)
-    write_json(results, os.path.join(args.output, "sweep.json"))
+    write_json_atomic(os.path.join(args.output, "sweep.json"), results)
     plot_sweep_results(results, os.path.join(args.output, "sweep.png"))
     print(f"{'model':<9} {'keep':>5} {'method':<11} {'parameters':>12} {'perplexity':>10} {'blimp':>6}")
     for label, result in results.items():
@@ -263,14 +264,13 @@ def _add_blimp(sub) -> None:
 
 
 def _run_blimp(args) -> int:
-    import json
-    import os
     from pathlib import Path
 
     from transformers import AutoTokenizer
 
     from .blimp import evaluate_blimp
     from .blimp_data import resolve_paradigms
+    from .files import write_json_atomic
 
     paradigms = resolve_paradigms(args.paradigms)  # a bad name fails before the model loads
     model = _load_causal_lm(args.model, args.device, args.dtype)
@@ -278,9 +278,7 @@ def _run_blimp(args) -> int:
     result = evaluate_blimp(model, tokenizer, args.data, paradigms, args.batch_size, per_pair=args.per_pair)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, output)  # never a half-written results file
+    write_json_atomic(output, result)  # never a half-written results file
     for name, value in [("overall", result["overall"]), *result["phenomena"].items()]:
         print(f"{name:<26} {value:6.3f}")
     print(f"{result['n_pairs']} pairs in {len(result['paradigms'])} paradigms; wrote {output}")

@@ -18,8 +18,6 @@ better) and BLiMP accuracy (higher is better); the plot shows their change from 
 from __future__ import annotations
 
 import copy
-import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -157,16 +155,3 @@ def plot_sweep_results(results: Mapping[str, dict], path) -> None:
         ax.invert_xaxis()
         ax.legend(fontsize=7)
     save_figure(fig, path)
-
-
-def write_json(data, path) -> None:
-    """``json.dump`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path = os.fspath(path)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

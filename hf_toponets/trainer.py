@@ -18,7 +18,6 @@ model card ``README.md``; ``push_to_hub`` publishes the saved folder in one comm
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -29,6 +28,7 @@ from .blimp import blimp_log_metrics, evaluate_blimp
 from .blimp_data import load_blimp
 from .cards import TRAINING_KEYS, write_model_card
 from .config import TopoConfig
+from .files import write_json_atomic
 from .hooks import TopoHooks
 from .hub import push_folder
 from .metadata import attach_topo_config, read_topo_config
@@ -154,7 +154,7 @@ class TopoTrainer(Trainer):
         output_dir = output_dir or self.args.output_dir
         if self.args.should_save and os.path.isfile(os.path.join(output_dir, "config.json")):
             if self.blimp_results is not None:
-                _write_json(os.path.join(output_dir, BLIMP_FILE), self.blimp_results)
+                write_json_atomic(os.path.join(output_dir, BLIMP_FILE), self.blimp_results)
             self.create_model_card(output_dir=output_dir)
 
     def create_model_card(self, output_dir: str | None = None, **ignored) -> None:
@@ -180,11 +180,3 @@ class TopoTrainer(Trainer):
                            private=bool(private if private is not None else self.args.hub_private_repo),
                            revision=revision or self.args.hub_revision, token=token or self.args.hub_token,
                            commit_message=commit_message)
-
-
-def _write_json(path: str, data) -> None:
-    """Write JSON atomically (a temporary file beside it, then rename)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
