@@ -73,6 +73,9 @@ def main(out: str, mode: str, global_batch: int = 8, tau: float = 2.0) -> None:
         save_file(tensors, out)
         logged = [h for h in trainer.state.log_history if "topo/loss" in h]
         print("TOPO_LOG", logged[0]["topo/loss"], logged[0]["loss"])
+    if world > 1:  # tear gloo down before exit: left to interpreter shutdown, a rank can abort (SIGABRT)
+        trainer.accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
