@@ -30,6 +30,13 @@ def test_default_run_shortened_writes_a_toponet(tmp_path, capsys):
     assert [h["topo/tau"] for h in logs] == pytest.approx([0.05, 0.25])  # mean tau of steps (0, 1) and (2, 3)
 
 
+def test_same_seed_same_model(tmp_path):
+    flags = ["--max_steps", "1", "--eval_blocks", "8", "--tokenizer_vocab_size", "300", "--per_device_train_batch_size", "2"]
+    for run in ("a", "b"):
+        train_clm.main([*flags, "--output_dir", str(tmp_path / run)])
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
 @pytest.mark.parametrize("name", ["default.yaml", "gpt_neo_125m_wikipedia.yaml", "nanogpt_124m_fineweb_edu.yaml"])
 def test_shipped_configs_parse(name):
     # bf16 needs a GPU: the flag after the file overrides it, as a user on CPU would

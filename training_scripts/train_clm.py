@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, TrainingArguments
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 
 from hf_toponets import TopoConfig, TopoTrainer
 from hf_toponets.data import embedded_corpus, pack_dataset, train_tokenizer
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> TopoTrainer:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tokenizer = build_tokenizer(script)
     train, held_out = build_datasets(script, tokenizer)
+    set_seed(args.seed)  # the Trainer seeds only after the model exists: seed its initialisation too
     model = build_model(script, tokenizer)
     card = {"datasets": [script.dataset_name or "pydoc_data.topics (CPython help topics)"]}
     if script.model_name_or_path:
