@@ -12,8 +12,8 @@ Logged metrics (averaged over the micro-steps since the last log): ``topo/loss``
 layers), ``topo/<module name>`` per layer, ``topo/tau`` (the tau the logged steps used); with
 ``blimp_data``, at each evaluation: ``blimp/overall`` and ``blimp/<phenomenon>``.
 
-Saving writes, beside the weights, ``blimp_results.json`` (the last BLiMP evaluation) and the
-model card ``README.md``; ``push_to_hub`` publishes the saved folder in one commit.
+Saving writes, beside the weights, ``blimp_results.json`` (the last BLiMP evaluation),
+``trainer_state.json`` (steps, logs, eval loss) and the model card ``README.md``; ``push_to_hub`` publishes the saved folder in one commit.
 """
 
 from __future__ import annotations
@@ -155,6 +155,8 @@ class TopoTrainer(Trainer):
         if self.args.should_save and os.path.isfile(os.path.join(output_dir, "config.json")):
             if self.blimp_results is not None:
                 write_json_atomic(os.path.join(output_dir, BLIMP_FILE), self.blimp_results)
+            # the card's inputs stay in the folder, so `hf-toponets card` re-renders it with them
+            self.state.save_to_json(os.path.join(output_dir, "trainer_state.json"))
             self.create_model_card(output_dir=output_dir)
 
     def create_model_card(self, output_dir: str | None = None, **ignored) -> None:
