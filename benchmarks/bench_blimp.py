@@ -41,7 +41,7 @@ except ImportError:
 
 from transformers import AutoTokenizer, GPT2TokenizerFast, GPTNeoConfig, GPTNeoForCausalLM
 
-from hf_toponets.blimp import evaluate_blimp
+from hf_toponets.evaluation.blimp import evaluate_blimp
 from hf_toponets.cli import _load_causal_lm
 
 ROOT = Path(__file__).resolve().parents[1]

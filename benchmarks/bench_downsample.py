@@ -15,9 +15,9 @@ import time
 import torch
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
-from hf_toponets.config import TopoConfig
-from hf_toponets.downsample import count_parameters, downsample_model
-from hf_toponets.metadata import attach_topo_config
+from hf_toponets.core.config import TopoConfig
+from hf_toponets.conversion.downsample import count_parameters, downsample_model
+from hf_toponets.core.metadata import attach_topo_config
 
 
 def forward_seconds(model, ids) -> float:

@@ -26,8 +26,8 @@ import torch
 from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 from hf_toponets import TopoConfig, resolve_targets
-from hf_toponets.activations import Moments, collect_activations
-from hf_toponets.metrics import covariance_smoothness, effective_dim_from_covariance, weight_smoothness
+from hf_toponets.analysis.activations import Moments, collect_activations
+from hf_toponets.analysis.metrics import covariance_smoothness, effective_dim_from_covariance, weight_smoothness
 
 
 def rss_kib(field: str) -> int:

@@ -1,15 +1,15 @@
 """hf_toponets: TopoNets (topographic neural networks trained with TopoLoss) for the Hugging Face stack."""
 
-__version__ = "0.1.0"
+from .core.version import __version__
 
-from .blimp import evaluate_blimp
-from .config import TopoConfig
-from .downsample import downsample_model
-from .loss import sheet_loss, sheet_losses, topo_loss, topo_losses
-from .metrics import effective_dimensionality, perplexity, smoothness
-from .sheet import sheet_shape, weight_to_sheet
-from .targets import TopoTarget, resolve_targets
-from .trainer import TopoTrainer
+from .evaluation.blimp import evaluate_blimp
+from .core.config import TopoConfig
+from .conversion.downsample import downsample_model
+from .core.loss import sheet_loss, sheet_losses, topo_loss, topo_losses
+from .analysis.metrics import effective_dimensionality, perplexity, smoothness
+from .core.sheet import sheet_shape, weight_to_sheet
+from .core.targets import TopoTarget, resolve_targets
+from .training.trainer import TopoTrainer
 
 __all__ = [
     "TopoConfig",

@@ -8,7 +8,7 @@ out=outputs/toponet-default
 example=model_cards/toponet-default
 python training_scripts/train_clm.py --output_dir "$out"
 corpus=$(mktemp --suffix .txt)
-python -c "from hf_toponets.data import embedded_corpus; print('\n'.join(embedded_corpus()))" > "$corpus"
+python -c "from hf_toponets.training.data import embedded_corpus; print('\n'.join(embedded_corpus()))" > "$corpus"
 hf-toponets analyze --model "$out" --data "$corpus" --samples 512 --output "$out"
 if [ -d ../shared/data/blimp ]; then
   hf-toponets blimp --model "$out" --data ../shared/data/blimp --output "$out/blimp_results.json"

@@ -28,7 +28,7 @@ def fsdp2_step(out: str, global_batch: int) -> None:
     from torch.distributed.fsdp import fully_shard
 
     from hf_toponets import resolve_targets
-    from hf_toponets.hooks import TopoHooks
+    from hf_toponets.core.hooks import TopoHooks
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()

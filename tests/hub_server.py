@@ -1,4 +1,4 @@
-"""A small fake Hugging Face Hub on 127.0.0.1, speaking the part of the Hub API that hf_toponets.hub uses.
+"""A small fake Hugging Face Hub on 127.0.0.1, speaking the part of the Hub API that hf_toponets.hub.push uses.
 
 Endpoints (as huggingface_hub 2.x calls them):
   POST /api/repos/create                           {name, organization, visibility} -> {url}; 409 when it exists

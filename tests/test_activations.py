@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from conftest import tiny_gpt2, tiny_gpt_neo
-from hf_toponets.activations import Moments, collect_activations, collect_responses, run_hooked
+from hf_toponets.analysis.activations import Moments, collect_activations, collect_responses, run_hooked
 
 
 def naive_outputs(model, modules, batches):

@@ -6,10 +6,10 @@ from pydoc_data.topics import topics
 
 from conftest import tiny_gpt_neo
 from hf_toponets import TopoConfig
-from hf_toponets.analysis import analysis_layers, analyze
+from hf_toponets.analysis.report import analysis_layers, analyze
 from hf_toponets.cli import main
-from hf_toponets.metadata import attach_topo_config
-from hf_toponets.metrics import weight_smoothness
+from hf_toponets.core.metadata import attach_topo_config
+from hf_toponets.analysis.metrics import weight_smoothness
 
 C_FC = ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import tiny_gpt_neo
 
-from hf_toponets.blimp import (aggregate, blimp_log_metrics, context_length, encode_sentences, evaluate_blimp,
+from hf_toponets.evaluation.blimp import (aggregate, blimp_log_metrics, context_length, encode_sentences, evaluate_blimp,
                                pack_batches)
-from hf_toponets.blimp_data import (PARADIGMS, PHENOMENA, PHENOMENON_OF, BlimpPair, hub_rows_to_pairs, load_blimp,
+from hf_toponets.evaluation.blimp_data import (PARADIGMS, PHENOMENA, PHENOMENON_OF, BlimpPair, hub_rows_to_pairs, load_blimp,
                                     read_jsonl_paradigm, resolve_paradigms)
 from hf_toponets.cli import main
 

@@ -1,4 +1,4 @@
-"""hf_toponets.cards: the card is built from plain data, sections appear exactly when their data exists,
+"""hf_toponets.hub.cards: the card is built from plain data, sections appear exactly when their data exists,
 the metadata parses back with huggingface_hub, and a folder's files feed write_model_card."""
 
 import json
@@ -8,8 +8,8 @@ import re
 import pytest
 from huggingface_hub import ModelCard
 
-from hf_toponets.cards import check_results, read_model_folder, render_card, template_path, write_model_card
-from hf_toponets.config import TopoConfig
+from hf_toponets.hub.cards import check_results, read_model_folder, render_card, template_path, write_model_card
+from hf_toponets.core.config import TopoConfig
 
 SHEETS = {"transformer.h.0.mlp.c_fc": [8, 16, 32], "transformer.h.1.mlp.c_fc": [4, 8, 16]}
 TOPO = TopoConfig(target_modules=["c_fc"], tau=0.5, factor_h=3, factor_w=2,
@@ -90,7 +90,7 @@ def test_tables_hold_every_layer_and_phenomenon():
 def test_usage_code_names_the_repo_and_runs_against_a_local_folder(tmp_path):
     from conftest import tiny_gpt2
 
-    from hf_toponets.metadata import attach_topo_config
+    from hf_toponets.core.metadata import attach_topo_config
 
     model = tiny_gpt2()
     attach_topo_config(model, TopoConfig(target_modules=["c_fc"]))

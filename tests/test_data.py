@@ -1,7 +1,7 @@
 import pytest
 from datasets import Dataset
 
-from hf_toponets.data import embedded_corpus, pack_dataset, pack_token_ids, train_tokenizer
+from hf_toponets.training.data import embedded_corpus, pack_dataset, pack_token_ids, train_tokenizer
 
 
 def naive_pack(docs, block, eos):

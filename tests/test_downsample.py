@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from conftest import tiny_gpt2, tiny_gpt_neo
 from torch import nn
 
-from hf_toponets.config import TopoConfig
-from hf_toponets.downsample import count_parameters, downsample_model, downsampled_shape, resample_sheet, resize_operator
-from hf_toponets.metadata import attach_topo_config, read_topo_config
-from hf_toponets.sheet import sheet_shape, unit_weight
+from hf_toponets.core.config import TopoConfig
+from hf_toponets.conversion.downsample import count_parameters, downsample_model, downsampled_shape, resample_sheet, resize_operator
+from hf_toponets.core.metadata import attach_topo_config, read_topo_config
+from hf_toponets.core.sheet import sheet_shape, unit_weight
 
 BUILDERS = {"gpt_neo": tiny_gpt_neo, "gpt2": tiny_gpt2}
 IDS = torch.randint(0, 128, (3, 12), generator=torch.Generator().manual_seed(0))

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from hf_toponets.files import write_json_atomic, write_text_atomic
+from hf_toponets.core.files import write_json_atomic, write_text_atomic
 
 
 def test_json_round_trip_and_no_leftovers(tmp_path):

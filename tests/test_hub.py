@@ -1,4 +1,4 @@
-"""hf_toponets.hub against a real HTTP server: tests/hub_server.py, a small fake Hub on 127.0.0.1.
+"""hf_toponets.hub.push against a real HTTP server: tests/hub_server.py, a small fake Hub on 127.0.0.1.
 
 conftest.py sets HF_ENDPOINT to http://127.0.0.1:<HUB_PORT> before huggingface_hub is imported; the session
 fixture starts the server on that port. Tests that download unset offline mode and use a cache in tmp_path.
@@ -21,9 +21,9 @@ from safetensors.torch import load_file
 
 from hf_toponets import TopoConfig
 from hf_toponets.cli import main
-from hf_toponets.hub import push_folder
-from hf_toponets.metadata import attach_topo_config
-from hf_toponets.sheet import weight_to_sheet
+from hf_toponets.hub.push import push_folder
+from hf_toponets.core.metadata import attach_topo_config
+from hf_toponets.core.sheet import weight_to_sheet
 
 PNG = base64.b64decode(  # a 1 x 1 PNG: the maps only need to be files that travel
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
@@ -202,7 +202,7 @@ def test_cli_card_and_push_round_trip(online, toponet, capsys, monkeypatch):
 
 
 def test_a_generated_card_is_refreshed_and_a_hand_written_one_kept(online, toponet):
-    from hf_toponets.cards import write_model_card
+    from hf_toponets.hub.cards import write_model_card
 
     folder, _ = toponet
     write_model_card(folder, training={"license": "mit"})  # at save time: no repo id yet

@@ -5,7 +5,7 @@ from topoloss import LaplacianPyramid, TopoLoss
 
 from conftest import tiny_gpt2
 from hf_toponets import TopoConfig, sheet_loss, sheet_losses, topo_loss, topo_losses
-from hf_toponets.loss import blur_sheet
+from hf_toponets.core.loss import blur_sheet
 
 
 def reference(model, names, factor=3.0, interpolation="bilinear"):

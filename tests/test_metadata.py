@@ -5,7 +5,7 @@ from transformers import AutoModelForCausalLM
 
 from conftest import tiny_gpt2, tiny_gpt_neo
 from hf_toponets import TopoConfig
-from hf_toponets.metadata import attach_topo_config, read_topo_config
+from hf_toponets.core.metadata import attach_topo_config, read_topo_config
 
 
 @pytest.mark.parametrize("build", [tiny_gpt_neo, tiny_gpt2])

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from conftest import tiny_gpt2, tiny_gpt_neo
-from hf_toponets.metrics import (
+from hf_toponets.analysis.metrics import (
     correlation_curve,
     correlation_matrix,
     covariance_correlation_matrix,
@@ -269,7 +269,7 @@ def test_topoloss_makes_weights_smoother_and_activations_lower_dimensional(one_t
     5.23); at 600 steps every seed 0-4 is lower (6.36 -> 2.94, 6.98 -> 4.39, 5.34 -> 3.87,
     6.36 -> 4.89, 7.23 -> 3.92), and so are tau = 1 and 50 for seeds 3-4 (checked by hand).
     """
-    from hf_toponets.activations import collect_activations
+    from hf_toponets.analysis.activations import collect_activations
 
     measured = {}
     for tau in (0.0, 10.0):

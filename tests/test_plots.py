@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_toponets.plots import plot_correlation_curves, plot_sheet_maps, plot_sweep
+from hf_toponets.analysis.plots import plot_correlation_curves, plot_sheet_maps, plot_sweep
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -73,8 +73,8 @@ def test_bad_input(tmp_path):
 def test_selectivity_map_end_to_end(tmp_path):
     """Two categories of stimuli -> per-unit responses (hooks) -> t-values (eq. 2) -> a map on the sheet."""
     from conftest import tiny_gpt_neo
-    from hf_toponets.activations import collect_responses
-    from hf_toponets.metrics import selectivity
+    from hf_toponets.analysis.activations import collect_responses
+    from hf_toponets.analysis.metrics import selectivity
 
     model = tiny_gpt_neo(seed=0)
     name = "transformer.h.1.mlp.c_fc"

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from conftest import tiny_gpt_neo
-from hf_toponets.prefix_scoring import PrefixTable, score_sequences
+from hf_toponets.evaluation.prefix_scoring import PrefixTable, score_sequences
 
 SEQS = [(9, 1, 2, 3), (9, 1, 2, 4), (9, 1, 5), (9, 6), (9, 1, 2, 3, 7), (8, 1, 2)]
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from hf_toponets.sheet import check_sheet_fits, layer_sheet_shape, sheet_positions, sheet_shape, to_sheet, weight_to_sheet
+from hf_toponets.core.sheet import check_sheet_fits, layer_sheet_shape, sheet_positions, sheet_shape, to_sheet, weight_to_sheet
 
 
 def naive_sheet_shape(n):

@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import tiny_gpt2, tiny_gpt_neo
 
-from hf_toponets.config import TopoConfig
-from hf_toponets.downsample import count_parameters, downsample_model
-from hf_toponets.metadata import attach_topo_config
-from hf_toponets.pruning import l1_prune
-from hf_toponets.sweep import check_keeps, make_evaluate, parameter_budgets, sweep_model, sweep_series, token_blocks
+from hf_toponets.core.config import TopoConfig
+from hf_toponets.conversion.downsample import count_parameters, downsample_model
+from hf_toponets.core.metadata import attach_topo_config
+from hf_toponets.analysis.pruning import l1_prune
+from hf_toponets.analysis.sweep import check_keeps, make_evaluate, parameter_budgets, sweep_model, sweep_series, token_blocks
 
 BUILDERS = {"gpt_neo": tiny_gpt_neo, "gpt2": tiny_gpt2}
 C_FC = ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]

@@ -3,7 +3,7 @@ from torch import nn
 
 from conftest import tiny_gpt2, tiny_gpt_neo
 from hf_toponets import TopoConfig, resolve_targets
-from hf_toponets.targets import name_matches
+from hf_toponets.core.targets import name_matches
 
 
 @pytest.mark.parametrize(

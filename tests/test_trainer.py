@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, TrainingArguments
 
 from conftest import tiny_gpt2, tiny_gpt_neo
 from hf_toponets import TopoConfig, TopoTrainer, topo_loss
-from hf_toponets.metadata import read_topo_config
+from hf_toponets.core.metadata import read_topo_config
 
 TARGETS = ["c_fc"]
 

@@ -24,7 +24,7 @@ import yaml
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
 
 from hf_toponets import TopoConfig, TopoTrainer
-from hf_toponets.data import embedded_corpus, pack_dataset, train_tokenizer
+from hf_toponets.training.data import embedded_corpus, pack_dataset, train_tokenizer
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CONFIG = HERE / "configs" / "default.yaml"

@@ -28,8 +28,8 @@ def _add_loss(sub) -> None:
 
 
 def _run_loss(args) -> int:
-    from .config import TopoConfig
-    from .loss import topo_losses
+    from ..core.config import TopoConfig
+    from ..core.loss import topo_losses
 
     model = _load_causal_lm(args.model)
     if args.target_modules:
@@ -56,7 +56,7 @@ def _add_card(sub) -> None:
 
 
 def _run_card(args) -> int:
-    from .cards import write_model_card
+    from ..hub.cards import write_model_card
 
     training = {k: v for k, v in (("base_model", args.base_model), ("datasets", args.dataset),
                                   ("license", args.license)) if v}
@@ -78,7 +78,7 @@ def _add_push(sub) -> None:
 def _run_push(args) -> int:
     from huggingface_hub.errors import HfHubHTTPError
 
-    from .hub import push_folder
+    from ..hub.push import push_folder
 
     try:  # the token comes from HF_TOKEN or `hf auth login`, never from the command line
         result = push_folder(args.model, args.repo_id, private=args.private, revision=args.revision,
@@ -108,7 +108,7 @@ def _add_downsample(sub) -> None:
 def _run_downsample(args) -> int:
     import os
 
-    from .downsample import count_parameters, downsample_model, save_atomic
+    from ..conversion.downsample import count_parameters, downsample_model, save_atomic
 
     model = _load_causal_lm(args.model)
     targets = args.target_modules.split(",") if args.target_modules else None
@@ -152,9 +152,9 @@ def _run_sweep(args) -> int:
 
     from transformers import AutoTokenizer
 
-    from .blimp_data import load_blimp
-    from .files import write_json_atomic
-    from .sweep import make_evaluate, plot_sweep_results, sweep_model, token_blocks
+    from ..evaluation.blimp_data import load_blimp
+    from ..core.files import write_json_atomic
+    from ..analysis.sweep import make_evaluate, plot_sweep_results, sweep_model, token_blocks
 
     keeps = [float(k) for k in args.keep.split(",")]
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
@@ -220,14 +220,14 @@ def _read_texts(path: str) -> str:
 
 
 def _run_analyze(args) -> int:
-    from .analysis import analyze
+    from ..analysis.report import analyze
 
     model = _load_causal_lm(args.model)
     input_ids = None
     if args.data:
         from transformers import AutoTokenizer
 
-        from .sweep import token_blocks
+        from ..analysis.sweep import token_blocks
 
         if args.samples is not None and args.samples < 1:
             raise ValueError(f"--samples must be >= 1, got {args.samples}")
@@ -268,9 +268,9 @@ def _run_blimp(args) -> int:
 
     from transformers import AutoTokenizer
 
-    from .blimp import evaluate_blimp
-    from .blimp_data import resolve_paradigms
-    from .files import write_json_atomic
+    from ..evaluation.blimp import evaluate_blimp
+    from ..evaluation.blimp_data import resolve_paradigms
+    from ..core.files import write_json_atomic
 
     paradigms = resolve_paradigms(args.paradigms)  # a bad name fails before the model loads
     model = _load_causal_lm(args.model, args.device, args.dtype)

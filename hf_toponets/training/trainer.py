@@ -24,15 +24,15 @@ import os
 import torch
 from transformers import Trainer
 
-from .blimp import blimp_log_metrics, evaluate_blimp
-from .blimp_data import load_blimp
-from .cards import TRAINING_KEYS, write_model_card
-from .config import TopoConfig
-from .files import write_json_atomic
-from .hooks import TopoHooks
-from .hub import push_folder
-from .metadata import attach_topo_config, read_topo_config
-from .targets import resolve_targets
+from ..evaluation.blimp import blimp_log_metrics, evaluate_blimp
+from ..evaluation.blimp_data import load_blimp
+from ..hub.cards import TRAINING_KEYS, write_model_card
+from ..core.config import TopoConfig
+from ..core.files import write_json_atomic
+from ..core.hooks import TopoHooks
+from ..hub.push import push_folder
+from ..core.metadata import attach_topo_config, read_topo_config
+from ..core.targets import resolve_targets
 
 BLIMP_FILE = "blimp_results.json"
 

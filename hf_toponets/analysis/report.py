@@ -22,13 +22,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .activations import collect_activations
-from .config import TopoConfig
-from .files import write_json_atomic
-from .metadata import read_topo_config
+from ..core.config import TopoConfig
+from ..core.files import write_json_atomic
+from ..core.metadata import read_topo_config
 from .metrics import check_samples, covariance_smoothness, effective_dim_from_covariance, leading_component, weight_smoothness
 from .plots import plot_correlation_curves, plot_sheet_maps
-from .sheet import layer_sheet_shape, n_units, unit_weight
-from .targets import resolve_targets
+from ..core.sheet import layer_sheet_shape, n_units, unit_weight
+from ..core.targets import resolve_targets
 
 CURVES_FILE = "maps/correlation_vs_distance.png"
 

@@ -51,10 +51,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import TopoConfig
-from .metadata import attach_topo_config, read_topo_config
-from .sheet import is_supported, layer_sheet_shape, sheet_shape, unit_weight
-from .targets import TopoTarget, resolve_targets
+from ..core.config import TopoConfig
+from ..core.metadata import attach_topo_config, read_topo_config
+from ..core.sheet import is_supported, layer_sheet_shape, sheet_shape, unit_weight
+from ..core.targets import TopoTarget, resolve_targets
 
 MODES = ("shrink", "reconstruct")
 INTERPOLATIONS = ("bilinear", "nearest")

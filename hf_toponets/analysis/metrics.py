@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .sheet import sheet_positions, sheet_shape, unit_weight
+from ..core.sheet import sheet_positions, sheet_shape, unit_weight
 
 MAX_UNITS = 4096  # up to this many units: every pair (exact); more: every pair among MAX_UNITS sampled units
 N_BINS = 20

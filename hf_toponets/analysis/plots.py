@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .sheet import sheet_shape
+from ..core.sheet import sheet_shape
 
 
 def _figure(n_panels: int, ncols: int, panel_size: tuple[float, float]):

@@ -157,7 +157,7 @@ class TopoConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict, with the hf_toponets version that wrote it."""
-        from . import __version__
+        from .version import __version__
 
         return {**dataclasses.asdict(self), "hf_toponets_version": __version__}
 

@@ -18,7 +18,7 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.utils import HFValidationError, httpx, validate_repo_id
 
 from .cards import is_generated_card, read_model_folder, write_model_card
-from .config import CONFIG_KEY, TopoConfig
+from ..core.config import CONFIG_KEY, TopoConfig
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _check_topo(folder: Path, config: dict, allow_plain: bool) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .metadata import check_topo_config
+    from ..core.metadata import check_topo_config
 
     with torch.device("meta"):  # the architecture without allocating weights
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))

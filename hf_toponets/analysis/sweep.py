@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .blimp import evaluate_blimp
-from .downsample import count_parameters, downsample_model
-from .metadata import read_topo_config
+from ..evaluation.blimp import evaluate_blimp
+from ..conversion.downsample import count_parameters, downsample_model
+from ..core.metadata import read_topo_config
 from .metrics import perplexity
 from .plots import save_figure
 from .pruning import l1_prune

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .sheet import fan_in, is_conv1d, n_units, unit_weight
+from ..core.sheet import fan_in, is_conv1d, n_units, unit_weight
 
 
 class Moments:
