@@ -3,7 +3,7 @@
 import os
 import socket
 
-# The fake Hub of tests/hub_server.py (started by tests/test_hub.py) gets this free port. huggingface_hub reads
+# The fake Hub of tests/hub_server.py (started by the `hub` fixture below) gets this free port. huggingface_hub reads
 # HF_ENDPOINT once, at import, so it is set before anything imports it; stray Hub calls stay on this machine.
 with socket.socket() as _s:
     _s.bind(("127.0.0.1", 0))

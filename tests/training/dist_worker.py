@@ -1,7 +1,7 @@
 """One TopoTrainer SGD step under ``torchrun --nproc_per_node N`` (CPU, gloo); rank 0 saves the weights.
 
-Usage: ``torchrun --nproc_per_node 2 tests/dist_worker.py OUT.safetensors {ddp|fsdp2} [GLOBAL_BATCH]``.
-Run by tests/test_trainer_distributed.py; also a single process (plain ``python``) for the reference.
+Usage: ``torchrun --nproc_per_node 2 tests/training/dist_worker.py OUT.safetensors {ddp|fsdp2} [GLOBAL_BATCH]``.
+Run by tests/training/test_trainer_distributed.py; also a single process (plain ``python``) for the reference.
 
 ``ddp``: TopoTrainer under torchrun with ``use_cpu=True`` (accelerate's MULTI_CPU, gloo).
 ``fsdp2``: accelerate enables FSDP only on accelerators, so on CPU this applies torch's own
@@ -12,7 +12,7 @@ mechanism TopoTrainer uses) by hand: a forward/backward/SGD step on sharded para
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: conftest
 
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
