@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..core.files import atomic_path
 from ..core.sheet import sheet_shape
 
 
@@ -38,16 +39,8 @@ def _figure(n_panels: int, ncols: int, panel_size: tuple[float, float]):
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> None:
     """Write ``fig`` as PNG to ``path`` atomically (parent folders are created)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _as_sheet(values, name: str) -> np.ndarray:

@@ -108,7 +108,8 @@ def _add_downsample(sub) -> None:
 def _run_downsample(args) -> int:
     import os
 
-    from ..conversion.downsample import count_parameters, downsample_model, save_atomic
+    from ..conversion.downsample import count_parameters, downsample_model
+    from ..core.files import save_pretrained_atomic
 
     model = _load_causal_lm(args.model)
     targets = args.target_modules.split(",") if args.target_modules else None
@@ -118,7 +119,7 @@ def _run_downsample(args) -> int:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(args.model)
-    save_atomic(small, args.output, tokenizer)
+    save_pretrained_atomic(small, args.output, tokenizer)
     before, after = count_parameters(model), count_parameters(small)
     info = small.config.topo_downsample
     print(f"sheet {info['source_sheet'][0]} x {info['source_sheet'][1]} -> {info['sheet'][0]} x {info['sheet'][1]} "

@@ -11,7 +11,7 @@ the ``f_down`` of the blur (Eq. 1) with the target size given explicitly. (Appen
 details the paper's procedure, is not in the text we hold; the size rule of
 :func:`downsampled_shape` is ours.)
 Interpolation is separable and linear, so with the 1-D operators ``D_h (h', h)``, ``D_w (w', w)``
-(down) and ``U_h (h, h')``, ``U_w (w, w')`` (up) of :func:`resize_operator`, and row-major unit
+(down) and ``U_h (h, h')``, ``U_w (w, w')`` (up) of :func:`hf_toponets.core.resample.interpolation_matrix`, and row-major unit
 order (unit ``r * w + c``)::
 
     D = D_h (x) D_w    (n', n)        U = U_h (x) U_w    (n, n')      (Kronecker products)
@@ -43,21 +43,17 @@ config carries the ``topo`` entry (new sheets) and ``topo_downsample`` (provenan
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core.config import TopoConfig
+from ..core.resample import apply_axes, check_interpolation, interpolation_matrix
 from ..core.metadata import attach_topo_config, read_topo_config
 from ..core.sheet import is_supported, layer_sheet_shape, sheet_shape, unit_weight
 from ..core.targets import TopoTarget, resolve_targets
 
 MODES = ("shrink", "reconstruct")
-INTERPOLATIONS = ("bilinear", "nearest")
 
 # model_type -> (config field holding the MLP width, MLP input projection, its output projection).
 # Another MLP family whose block reads `fc -> act -> proj` is one more row.
@@ -97,25 +93,6 @@ def downsampled_shape(h: int, w: int, keep: float) -> tuple[int, int]:
     raise AssertionError("unreachable: (h, w) itself qualifies")
 
 
-def resize_operator(n_in: int, n_out: int, interpolation: str = "bilinear") -> torch.Tensor:
-    """``(n_out, n_in)`` float64 matrix of ``F.interpolate(size=n_out)`` along one axis.
-
-    ``bilinear`` is separable: its 1-D kernel is ``linear`` (``align_corners=False``). Float64,
-    because float32 source coordinates put ~1e-6 relative error in the interpolation weights.
-    """
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
-    mode = "linear" if interpolation == "bilinear" else interpolation
-    eye = torch.eye(n_in, dtype=torch.float64).unsqueeze(1)  # (n_in, 1, n_in): row k is e_k
-    return F.interpolate(eye, size=n_out, mode=mode)[:, 0, :].t().contiguous()
-
-
-def _apply_axes(x: torch.Tensor, op_h: torch.Tensor, op_w: torch.Tensor) -> torch.Tensor:
-    """``x' [i, j] = sum_{r, c} op_h[i, r] op_w[j, c] x[r, c]`` for ``x (h, w, *rest)``."""
-    t = torch.tensordot(op_h, x, dims=1)  # (h', w, *rest)
-    return torch.tensordot(op_w, t.movedim(1, 0), dims=1).movedim(0, 1)  # (h', w', *rest)
-
-
 def resample_sheet(sheet: torch.Tensor, size: tuple[int, int], interpolation: str = "bilinear") -> torch.Tensor:
     """``(h, w, *rest)`` -> ``(h', w', *rest)``, float64: ``F.interpolate(size=size)`` on every channel.
 
@@ -124,8 +101,13 @@ def resample_sheet(sheet: torch.Tensor, size: tuple[int, int], interpolation: st
     [0.0]
     """
     h, w = sheet.shape[:2]
-    ops = (resize_operator(h, size[0], interpolation), resize_operator(w, size[1], interpolation))
-    return _apply_axes(sheet.double(), *(op.to(sheet.device) for op in ops))
+    ops = (_resize(h, size[0], interpolation), _resize(w, size[1], interpolation))
+    return apply_axes(sheet.double(), *(op.to(sheet.device) for op in ops))
+
+
+def _resize(n_in: int, n_out: int, interpolation: str) -> torch.Tensor:
+    """``(n_out, n_in)`` float64 resize along one axis (float64: these weights are composed into saved ones)."""
+    return interpolation_matrix(n_in, interpolation, size=n_out, dtype=torch.float64)
 
 
 def _select_targets(model: nn.Module, targets) -> tuple[dict[str, TopoTarget], TopoConfig]:
@@ -194,8 +176,7 @@ def downsample_model(model: nn.Module, keep: float = 0.2, mode: str = "shrink", 
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    check_interpolation(interpolation, "downsample_model")
     width_field, fc, proj = _mlp_layout(model)
     chosen, topo = _select_targets(model, targets)
     projections = _output_projections(model, chosen, fc, proj)
@@ -241,8 +222,8 @@ def _resample_mlp(fc_name, fc, proj_name, proj, size, interpolation) -> dict[str
     small = small.reshape(size[0] * size[1], -1)
     # P U = (U^T P^T)^T: the transposed 1-D operators act on P^T laid out as a (h, w, d_out) sheet
     p_t = unit_weight(proj, proj_name).t().double().reshape(h, w, -1)
-    ops = (resize_operator(size[0], h, interpolation).t(), resize_operator(size[1], w, interpolation).t())
-    proj_rows = _apply_axes(p_t, *(op.to(p_t.device) for op in ops)).reshape(size[0] * size[1], -1).t()  # (d_out, n')
+    ops = (_resize(size[0], h, interpolation).t(), _resize(size[1], w, interpolation).t())
+    proj_rows = apply_axes(p_t, *(op.to(p_t.device) for op in ops)).reshape(size[0] * size[1], -1).t()  # (d_out, n')
     return {fc_name: (small[:, :d], small[:, d] if has_bias else None), proj_name: (proj_rows, None)}
 
 
@@ -279,29 +260,6 @@ def _rebuild(model: nn.Module, config_changes: dict, replaced: dict) -> nn.Modul
     return new_model
 
 
-def save_atomic(model: nn.Module, output_dir, tokenizer=None) -> str:
-    """``model.save_pretrained`` (+ ``tokenizer``) into ``output_dir``, all or nothing.
-
-    Saved into a temporary folder beside ``output_dir``, then renamed onto it; ``output_dir``
-    must not exist or be empty.
-    """
-    output_dir = os.path.abspath(os.fspath(output_dir))
-    if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
-        raise ValueError(f"output_dir {output_dir} exists and is not an empty folder; choose a new folder")
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
-    try:
-        model.save_pretrained(tmp)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        os.replace(tmp, output_dir)  # replaces an empty folder too
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return output_dir
-
-
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """``{"total": ..., "mlp": ...}``: all parameters (tied ones once) and those of every MLP's
     input and output projection (``c_fc`` + its sibling ``c_proj``; GPT-2's ``attn.c_proj`` is not one)."""
@@ -316,5 +274,4 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     return {"total": sum(p.numel() for p in model.parameters()), "mlp": mlp}
 
 
-__all__ = ["MLP_LAYOUTS", "count_parameters", "downsample_model", "downsampled_shape", "resample_sheet", "resize_operator",
-           "save_atomic"]
+__all__ = ["MLP_LAYOUTS", "count_parameters", "downsample_model", "downsampled_shape", "resample_sheet"]

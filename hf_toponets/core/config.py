@@ -13,8 +13,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from .resample import INTERPOLATIONS, check_interpolation
+
 CONFIG_KEY = "topo"  # the entry of config.json that holds the TopoConfig
-INTERPOLATIONS = ("bilinear", "nearest")
 SCHEDULE_KINDS = ("constant", "linear", "cosine")
 
 
@@ -135,8 +136,7 @@ class TopoConfig:
             value = getattr(self, arg)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1 or not math.isfinite(value):
                 raise ValueError(f"TopoConfig: {arg} must be a finite number >= 1, got {value!r}")
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"TopoConfig: interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
+        check_interpolation(self.interpolation, "TopoConfig")
         self.tau, self.factor_h, self.factor_w = float(self.tau), float(self.factor_h), float(self.factor_w)
         if isinstance(self.tau_schedule, (str, dict)):
             self.tau_schedule = [self.tau_schedule]

@@ -24,53 +24,37 @@ import functools
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import TopoConfig
+from .resample import apply_axes, check_interpolation, interpolation_matrix
 from .sheet import check_sheet_fits, weight_to_sheet
 from .targets import resolve_targets
 
-INTERPOLATIONS = ("bilinear", "nearest")
 _EPS = 1e-8  # F.cosine_similarity's default
-
-
-def check_interpolation(interpolation: str) -> None:
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
 
 
 @functools.lru_cache(maxsize=64)
 def _axis_operators(n: int, factor: float, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(D, U)``: down ``(n', n)`` and up ``(n, n')`` interpolation along one axis, float32.
-
-    Built by running ``F.interpolate`` on the identity, so the weights (and ``n'``) are the
-    kernel's own; the 1-D kernel of ``bilinear`` is ``linear``.
-    """
-    mode_1d = "linear" if mode == "bilinear" else mode
-    eye = torch.eye(n, dtype=torch.float32).unsqueeze(1)  # (n, 1, n): row k is e_k
-    down = F.interpolate(eye, scale_factor=1.0 / factor, mode=mode_1d)[:, 0, :]  # (n, n')
-    eye_small = torch.eye(down.shape[1], dtype=torch.float32).unsqueeze(1)
-    up = F.interpolate(eye_small, size=n, mode=mode_1d)[:, 0, :]  # (n', n)
-    return down.t().contiguous(), up.t().contiguous()
+    """``(D, U)``: down ``(n', n)`` by ``1 / factor`` and back up ``(n, n')`` along one axis, float32
+    (the reference interpolates float32 weights; :func:`resample.interpolation_matrix`)."""
+    down = interpolation_matrix(n, mode, scale_factor=1.0 / factor)
+    return down, interpolation_matrix(down.shape[0], mode, size=n)
 
 
 def blur_operators(
     h: int, w: int, factor_h: float = 3.0, factor_w: float = 3.0, interpolation: str = "bilinear", device=None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(D_h, U_h, D_w, U_w)``, float32: ``D_h (h', h)``, ``U_h (h, h')``, likewise for ``w``."""
-    check_interpolation(interpolation)
+    check_interpolation(interpolation, "blur_operators")
     d_h, u_h = _axis_operators(h, float(factor_h), interpolation)
     d_w, u_w = _axis_operators(w, float(factor_w), interpolation)
     return tuple(t.to(device) for t in (d_h, u_h, d_w, u_w))
 
 
-def _apply_axes(x: torch.Tensor, a_h, b_h, a_w, b_w) -> torch.Tensor:
-    """``b_h a_h X a_w^T b_w^T`` for ``X (h, w, d)``: the h-operators first, since they shrink."""
-    h, w, d = x.shape
-    t = torch.matmul(a_h, x.reshape(h, w * d)).reshape(-1, w, d)  # (h', w, d)
-    t = torch.matmul(b_w, torch.matmul(a_w, t))  # (h', w, d)
-    return torch.matmul(b_h, t.reshape(t.shape[0], w * d)).reshape(b_h.shape[0], w, d)
+def _blur(x: torch.Tensor, d_h, u_h, d_w, u_w) -> torch.Tensor:
+    """``U_h D_h X D_w^T U_w^T`` for ``X (h, w, d)``."""
+    return apply_axes(apply_axes(x, d_h, d_w), u_h, u_w)
 
 
 def blur_sheet(
@@ -80,7 +64,7 @@ def blur_sheet(
     h, w, _ = sheet.shape
     check_sheet_fits(h, w, factor_h, factor_w)
     d_h, u_h, d_w, u_w = blur_operators(h, w, factor_h, factor_w, interpolation, sheet.device)
-    return _apply_axes(sheet, *(t.to(sheet.dtype) for t in (d_h, u_h, d_w, u_w)))
+    return _blur(sheet, *(t.to(sheet.dtype) for t in (d_h, u_h, d_w, u_w)))
 
 
 class _SheetLosses(torch.autograd.Function):
@@ -102,7 +86,7 @@ class _SheetLosses(torch.autograd.Function):
         ops = blur_operators(h, w, factor_h, factor_w, interpolation, sheets[0].device)
         losses, saved = [], []
         for x in sheets:
-            y = _apply_axes(x, *ops)
+            y = _blur(x, *ops)
             xf, yf = x.reshape(h * w, d), y.reshape(h * w, d)
             nx, ny = torch.linalg.vector_norm(xf, dim=1), torch.linalg.vector_norm(yf, dim=1)
             cos = torch.linalg.vecdot(xf, yf) / (nx.clamp_min(_EPS) * ny.clamp_min(_EPS))
@@ -128,7 +112,7 @@ class _SheetLosses(torch.autograd.Function):
             xf, yf = x.reshape(h * w, d), y.reshape(h * w, d)
             grad_y = torch.mul(xf, inv[:, None]).sub_(yf * ky[:, None])
             # B^T = (U_h D_h)^T (x) (U_w D_w)^T: apply the transposed operators in reverse
-            grad_x = _apply_axes(grad_y.reshape(h, w, d), u_h.t(), d_h.t(), u_w.t(), d_w.t())
+            grad_x = _blur(grad_y.reshape(h, w, d), u_h.t(), d_h.t(), u_w.t(), d_w.t())
             grad_x = grad_x.reshape(h * w, d).addcmul_(yf, inv[:, None]).sub_(xf * kx[:, None])
             grads.append(grad_x.reshape(h, w, d))
         return (None, None, None, *grads)

@@ -10,7 +10,7 @@ from conftest import tiny_gpt2, tiny_gpt_neo
 from torch import nn
 
 from hf_toponets.core.config import TopoConfig
-from hf_toponets.conversion.downsample import count_parameters, downsample_model, downsampled_shape, resample_sheet, resize_operator
+from hf_toponets.conversion.downsample import count_parameters, downsample_model, downsampled_shape, resample_sheet
 from hf_toponets.core.metadata import attach_topo_config, read_topo_config
 from hf_toponets.core.sheet import sheet_shape, unit_weight
 
@@ -89,14 +89,6 @@ def test_downsampled_shape_is_a_canonical_sheet_near_the_target(h, w, keep):
 def test_resample_sheet_equals_f_interpolate_on_the_sheet(h, w, h2, w2, interpolation):
     sheet = torch.randn(h, w, 5, dtype=torch.float64)
     torch.testing.assert_close(resample_sheet(sheet, (h2, w2), interpolation), interpolate_sheet(sheet, (h2, w2), interpolation))
-
-
-def test_resize_operator_rows_are_convex_and_nearest_selects():
-    for mode in ("bilinear", "nearest"):
-        op = resize_operator(7, 16, mode)
-        torch.testing.assert_close(op.sum(1), torch.ones(16, dtype=op.dtype))
-        assert op.min() >= 0
-    assert ((resize_operator(7, 16, "nearest") > 0).sum(1) == 1).all()
 
 
 def test_gpt_neo_125m_counts_and_config_exact():
