@@ -27,7 +27,8 @@ from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
 from hf_toponets import TopoConfig, resolve_targets
 from hf_toponets.analysis.activations import Moments, collect_activations
-from hf_toponets.analysis.metrics import covariance_smoothness, effective_dim_from_covariance, weight_smoothness
+from hf_toponets.analysis.dimensionality import effective_dimensionality_from_covariance
+from hf_toponets.analysis.smoothness import covariance_smoothness_curve, weight_smoothness_curve
 
 
 def rss_kib(field: str) -> int:
@@ -99,10 +100,10 @@ def main():
         peaks[what] = float(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[-1])
 
     def from_moments():
-        return [(covariance_smoothness(a.cov, a.proj).smoothness, effective_dim_from_covariance(a.cov, a.n_rows, a.proj))
+        return [(covariance_smoothness_curve(a.cov, a.proj).smoothness, effective_dimensionality_from_covariance(a.cov, a.n_rows, a.proj))
                 for a in acts.values()]
 
-    weights_s = median_time(lambda: [weight_smoothness(m, n) for n, m in modules.items()], args.reps)
+    weights_s = median_time(lambda: [weight_smoothness_curve(m, n) for n, m in modules.items()], args.reps)
     moments_s = median_time(from_moments, args.reps)
     rows = args.batch_size * args.seq_len
     x_in, x_out = torch.randn(rows, 768), torch.randn(rows, 3072)

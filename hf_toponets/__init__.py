@@ -6,12 +6,15 @@ from .evaluation.blimp import evaluate_blimp
 from .core.config import TopoConfig
 from .conversion.downsample import downsample_model
 from .core.loss import sheet_loss, sheet_losses, topo_loss, topo_losses
-from .analysis.metrics import effective_dimensionality, perplexity, smoothness
+from .analysis.dimensionality import effective_dimensionality
+from .analysis.smoothness import smoothness
+from .evaluation.perplexity import perplexity
 from .core.sheet import sheet_shape, weight_to_sheet
 from .core.targets import TopoTarget, resolve_targets
 from .training.trainer import TopoTrainer
 
 __all__ = [
+    "__version__",
     "TopoConfig",
     "TopoTarget",
     "TopoTrainer",

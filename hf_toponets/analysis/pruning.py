@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .metrics import perplexity
+from ..evaluation.perplexity import perplexity
 
 
 def check_sparsities(sparsities: Sequence[float]) -> list[float]:

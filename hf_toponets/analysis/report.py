@@ -25,7 +25,8 @@ from .activations import collect_activations
 from ..core.config import TopoConfig
 from ..core.files import write_json_atomic
 from ..core.metadata import read_topo_config
-from .metrics import check_samples, covariance_smoothness, effective_dim_from_covariance, leading_component, weight_smoothness
+from .dimensionality import check_samples, effective_dimensionality_from_covariance, leading_component
+from .smoothness import covariance_smoothness_curve, weight_smoothness_curve
 from .plots import plot_correlation_curves, plot_sheet_maps
 from ..core.sheet import layer_sheet_shape, n_units, unit_weight
 from ..core.targets import resolve_targets
@@ -80,15 +81,15 @@ def analyze(
     curves = {}
     for name, module in tqdm(modules.items(), desc="layers", unit="layer", disable=not progress):
         h, w, d = layer_sheet_shape(module, name)
-        weights = weight_smoothness(module, name)
+        weights = weight_smoothness_curve(module, name)
         entry = {"sheet": [h, w, d], "smoothness_weights": weights.smoothness,
                  "smoothness_activations": None, "effective_dim": None}
         curves[f"{name} (weights)"] = (weights.distances, weights.correlations)
         if acts is not None:
             a = acts[name]
-            activations = covariance_smoothness(a.cov, a.proj, (h, w))
+            activations = covariance_smoothness_curve(a.cov, a.proj, (h, w))
             entry["smoothness_activations"] = activations.smoothness
-            entry["effective_dim"] = effective_dim_from_covariance(a.cov, a.n_rows, a.proj)
+            entry["effective_dim"] = effective_dimensionality_from_covariance(a.cov, a.n_rows, a.proj)
             curves[f"{name} (activations)"] = (activations.distances, activations.correlations)
         result["layers"][name] = entry
         map_file = f"maps/{name}.png"

@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from ..evaluation.blimp import evaluate_blimp
+from ..evaluation.perplexity import perplexity
 from ..conversion.downsample import count_parameters, downsample_model
 from ..core.metadata import read_topo_config
-from .metrics import perplexity
 from .plots import save_figure
 from .pruning import l1_prune
 
@@ -46,14 +46,6 @@ def parameter_budgets(base: Mapping[str, int], n_layers: int, n: int, n_small: i
         "prune": n_layers * (n - n_small) * d,
     }
     return {m: {"total": base["total"] - c, "mlp": base["mlp"] - c} for m, c in cut.items()}
-
-
-def token_blocks(ids: Sequence[int], seq_len: int, max_blocks: int | None = None) -> torch.Tensor:
-    """Consecutive non-overlapping ``(n_blocks, seq_len)`` windows of a token stream (the tail dropped)."""
-    n_blocks = len(ids) // seq_len if max_blocks is None else min(len(ids) // seq_len, max_blocks)
-    if seq_len < 2 or n_blocks < 1:
-        raise ValueError(f"the text gives {len(ids)} tokens: too few for one block of seq_len={seq_len} (>= 2)")
-    return torch.as_tensor(list(ids[: n_blocks * seq_len]), dtype=torch.long).reshape(n_blocks, seq_len)
 
 
 def check_keeps(keeps: Sequence[float]) -> list[float]:

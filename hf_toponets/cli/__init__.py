@@ -155,7 +155,8 @@ def _run_sweep(args) -> int:
 
     from ..evaluation.blimp_data import load_blimp
     from ..core.files import write_json_atomic
-    from ..analysis.sweep import make_evaluate, plot_sweep_results, sweep_model, token_blocks
+    from ..analysis.sweep import make_evaluate, plot_sweep_results, sweep_model
+    from ..evaluation.perplexity import token_blocks
 
     keeps = [float(k) for k in args.keep.split(",")]
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
@@ -228,7 +229,7 @@ def _run_analyze(args) -> int:
     if args.data:
         from transformers import AutoTokenizer
 
-        from ..analysis.sweep import token_blocks
+        from ..evaluation.perplexity import token_blocks
 
         if args.samples is not None and args.samples < 1:
             raise ValueError(f"--samples must be >= 1, got {args.samples}")

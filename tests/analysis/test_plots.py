@@ -74,7 +74,7 @@ def test_selectivity_map_end_to_end(tmp_path):
     """Two categories of stimuli -> per-unit responses (hooks) -> t-values (eq. 2) -> a map on the sheet."""
     from conftest import tiny_gpt_neo
     from hf_toponets.analysis.activations import collect_responses
-    from hf_toponets.analysis.metrics import selectivity
+    from hf_toponets.analysis.selectivity import selectivity
 
     model = tiny_gpt_neo(seed=0)
     name = "transformer.h.1.mlp.c_fc"

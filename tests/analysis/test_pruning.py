@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import tiny_gpt2, tiny_gpt_neo
-from hf_toponets.analysis.metrics import perplexity
+from hf_toponets.evaluation.perplexity import perplexity
 from hf_toponets.analysis.pruning import check_sparsities, l1_prune, pruning_sweep, weight_sparsity
 
 NEO = [f"transformer.h.{i}.mlp.{m}" for i in range(2) for m in ("c_fc", "c_proj")]

@@ -9,7 +9,7 @@ from hf_toponets import TopoConfig
 from hf_toponets.analysis.report import analysis_layers, analyze
 from hf_toponets.cli import main
 from hf_toponets.core.metadata import attach_topo_config
-from hf_toponets.analysis.metrics import weight_smoothness
+from hf_toponets.analysis.smoothness import weight_smoothness_curve
 
 C_FC = ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]
 
@@ -77,7 +77,7 @@ def test_weights_only_without_data(saved, tmp_path):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(saved / "model")
-    assert entry["smoothness_weights"] == pytest.approx(weight_smoothness(model.get_submodule(C_FC[1])).smoothness)
+    assert entry["smoothness_weights"] == pytest.approx(weight_smoothness_curve(model.get_submodule(C_FC[1])).smoothness)
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -10,7 +10,8 @@ from hf_toponets.core.config import TopoConfig
 from hf_toponets.conversion.downsample import count_parameters, downsample_model
 from hf_toponets.core.metadata import attach_topo_config
 from hf_toponets.analysis.pruning import l1_prune
-from hf_toponets.analysis.sweep import check_keeps, make_evaluate, parameter_budgets, sweep_model, sweep_series, token_blocks
+from hf_toponets.analysis.sweep import check_keeps, make_evaluate, parameter_budgets, sweep_model, sweep_series
+from hf_toponets.evaluation.perplexity import token_blocks
 
 BUILDERS = {"gpt_neo": tiny_gpt_neo, "gpt2": tiny_gpt2}
 C_FC = ["transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"]

@@ -1,3 +1,6 @@
+"""analysis.smoothness against a naive pair loop with np.corrcoef, sampled vs exact, the covariance path
+vs the responses, each layer orientation, and the paper's claim at toy scale (slow)."""
+
 import math
 
 import numpy as np
@@ -6,21 +9,17 @@ import torch
 from torch import nn
 
 from conftest import tiny_gpt2, tiny_gpt_neo
-from hf_toponets.analysis.metrics import (
+from hf_toponets.analysis.dimensionality import effective_dimensionality_from_covariance
+from hf_toponets.analysis.smoothness import (
     correlation_curve,
     correlation_matrix,
     covariance_correlation_matrix,
-    covariance_smoothness,
-    effective_dim,
-    effective_dim_from_covariance,
-    effective_dimensionality,
-    leading_component,
+    covariance_smoothness_curve,
     pair_correlations,
-    perplexity,
     sample_units,
-    selectivity,
     smoothness,
-    weight_smoothness,
+    smoothness_curve,
+    weight_smoothness_curve,
 )
 
 
@@ -73,7 +72,7 @@ def test_sampled_smoothness_matches_the_subset_exactly():
     """Sampling = every pair among the sampled units, at their own sheet positions."""
     x = torch.randn(12 * 16, 20, generator=torch.Generator().manual_seed(0)).cumsum(0)
     units = sample_units(12 * 16, 50, seed=7)
-    sampled = smoothness(x, (12, 16), max_units=50, seed=7)
+    sampled = smoothness_curve(x, (12, 16), max_units=50, seed=7)
     corr, dist = pair_correlations(correlation_matrix(x)[units][:, units], units, (12, 16))
     expected = correlation_curve(corr, dist)
     assert sampled.counts.sum() == 50 * 49 // 2 == expected.counts.sum()
@@ -101,10 +100,10 @@ def smooth_sheet(h: int, w: int, d: int, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("h, w, d, max_units, floor", [(8, 16, 64, 4096, 0.15), (48, 64, 96, 1000, 0.05)])
 def test_smooth_sheet_is_smooth_and_its_shuffle_is_not(h, w, d, max_units, floor):
     x = smooth_sheet(h, w, d)
-    assert smoothness(x, (h, w), max_units=max_units).smoothness > 0.9
+    assert smoothness_curve(x, (h, w), max_units=max_units).smoothness > 0.9
     for seed in range(3):
         shuffled = x[torch.randperm(h * w, generator=torch.Generator().manual_seed(seed))]
-        assert smoothness(shuffled, (h, w), max_units=max_units).smoothness < floor
+        assert smoothness_curve(shuffled, (h, w), max_units=max_units).smoothness < floor
 
 
 def test_covariance_path_matches_the_responses():
@@ -117,86 +116,23 @@ def test_covariance_path_matches_the_responses():
     np.testing.assert_allclose(covariance_correlation_matrix(torch.cov(x.T), proj=w), direct, atol=1e-5)
     np.testing.assert_allclose(covariance_correlation_matrix(torch.cov(y.T)), direct, atol=1e-5)
     for max_units in (20, 9):  # exact, and sampled units (the same ones on both paths)
-        assert covariance_smoothness(torch.cov(x.T), w, (4, 5), max_units=max_units).smoothness == pytest.approx(
-            smoothness(y.T, (4, 5), max_units=max_units).smoothness, abs=1e-5
+        assert covariance_smoothness_curve(torch.cov(x.T), w, (4, 5), max_units=max_units).smoothness == pytest.approx(
+            smoothness_curve(y.T, (4, 5), max_units=max_units).smoothness, abs=1e-5
         )
-        assert covariance_smoothness(torch.cov(y.T), None, (4, 5), max_units=max_units).smoothness == pytest.approx(
-            smoothness(y.T, (4, 5), max_units=max_units).smoothness, abs=1e-5
+        assert covariance_smoothness_curve(torch.cov(y.T), None, (4, 5), max_units=max_units).smoothness == pytest.approx(
+            smoothness_curve(y.T, (4, 5), max_units=max_units).smoothness, abs=1e-5
         )
-
-
-@pytest.mark.parametrize("n, d, rank", [(300, 12, 12), (50, 8, 3), (1000, 30, 30)])
-def test_effective_dimensionality_matches_eigvalsh(n, d, rank):
-    gen = torch.Generator().manual_seed(n)
-    scales = torch.linspace(0.1, 3.0, rank, dtype=torch.float64)
-    x = (torch.randn(n, rank, generator=gen, dtype=torch.float64) * scales) @ torch.randn(rank, d, generator=gen, dtype=torch.float64)
-    lam = np.linalg.eigvalsh(np.cov(x.numpy().T))
-    expected = lam.sum() ** 2 / (lam**2).sum()
-    assert effective_dimensionality(x) == pytest.approx(expected, rel=1e-9)
-    assert effective_dim(torch.from_numpy(lam)) == pytest.approx(expected, rel=1e-9)
-    # through a projection: K = P C P^T, the trace identities against eigvalsh of K itself
-    p = torch.randn(2 * d, d, generator=gen, dtype=torch.float64)
-    cov = torch.cov(x.T)
-    lam_k = np.linalg.eigvalsh((p @ cov @ p.T).numpy())
-    expected_k = lam_k.clip(0).sum() ** 2 / (lam_k.clip(0) ** 2).sum()
-    assert effective_dim_from_covariance(cov, n_samples=10 * d, proj=p) == pytest.approx(expected_k, rel=1e-6)
-
-
-def test_effective_dimensionality_known_cases():
-    gen = torch.Generator().manual_seed(0)
-    iso = torch.randn(20_000, 50, generator=gen)
-    assert 47 < effective_dimensionality(iso) <= 50  # ~ d / (1 + d / n)
-    rank1 = torch.randn(5000, 1, generator=gen) * torch.randn(1, 50, generator=gen) + 1e-3 * torch.randn(5000, 50, generator=gen)
-    assert 1.0 <= effective_dimensionality(rank1) < 1.01
-
-
-@pytest.mark.parametrize("n", [1, 5, 49])
-def test_too_few_samples_is_a_clear_error(n):
-    with pytest.raises(ValueError, match="n_samples >= 50"):
-        effective_dimensionality(torch.randn(n, 50))
-    with pytest.raises(ValueError, match="n_samples >= 50"):
-        effective_dim_from_covariance(torch.eye(5), n, proj=torch.randn(50, 5))
-
-
-def test_selectivity_matches_welch_t():
-    gen = torch.Generator().manual_seed(0)
-    target = torch.randn(30, 7, generator=gen, dtype=torch.float64) + torch.arange(7.0, dtype=torch.float64) / 3
-    other = 2 * torch.randn(45, 7, generator=gen, dtype=torch.float64)
-    expected = []
-    for u in range(7):
-        a, b = target[:, u].numpy(), other[:, u].numpy()
-        expected.append((a.mean() - b.mean()) / math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
-    np.testing.assert_allclose(selectivity(target, other).numpy(), expected, rtol=1e-5)
-    constant = torch.ones(4, 2)
-    assert selectivity(constant, constant).isnan().all()  # no variance: no t-value
-    with pytest.raises(ValueError, match=">= 2 stimuli"):
-        selectivity(torch.randn(1, 3), torch.randn(5, 3))
-    with pytest.raises(ValueError, match="same n_units"):
-        selectivity(torch.randn(4, 3), torch.randn(5, 2))
-
-
-def test_leading_component_matches_svd():
-    gen = torch.Generator().manual_seed(0)
-    for n, d in [(40, 10), (10, 40)]:
-        x = torch.randn(n, d, generator=gen, dtype=torch.float64)
-        xc = x.numpy() - x.numpy().mean(0)
-        u, s, _ = np.linalg.svd(xc, full_matrices=False)
-        expected = u[:, 0] * s[0]
-        got = leading_component(x).numpy()
-        np.testing.assert_allclose(np.abs(got), np.abs(expected), rtol=1e-4, atol=1e-5)
-        assert abs(float(np.dot(got, expected))) == pytest.approx(float(np.dot(expected, expected)), rel=1e-4)
-        assert got[np.abs(got).argmax()] > 0
 
 
 def test_weight_smoothness_uses_each_layer_orientation():
     gpt2 = tiny_gpt2()
     conv1d = gpt2.transformer.h[0].mlp.c_fc  # weight stored (in, out)
-    expected = smoothness(conv1d.weight.detach().T).smoothness
-    assert weight_smoothness(conv1d).smoothness == pytest.approx(expected)
+    expected = smoothness_curve(conv1d.weight.detach().T).smoothness
+    assert weight_smoothness_curve(conv1d).smoothness == pytest.approx(expected)
     conv = nn.Conv2d(3, 36, 3)
-    assert weight_smoothness(conv).smoothness == pytest.approx(smoothness(conv.weight.detach().flatten(1)).smoothness)
+    assert weight_smoothness_curve(conv).smoothness == pytest.approx(smoothness_curve(conv.weight.detach().flatten(1)).smoothness)
     with pytest.raises(ValueError, match="unsupported layer type"):
-        weight_smoothness(nn.LayerNorm(4))
+        weight_smoothness_curve(nn.LayerNorm(4))
 
 
 def test_smoothness_bad_input():
@@ -206,22 +142,6 @@ def test_smoothness_bad_input():
         smoothness(torch.randn(10))
     with pytest.raises(ValueError, match="every response is constant"):
         smoothness(torch.ones(12, 5))
-
-
-def test_perplexity_matches_the_models_own_loss():
-    model = tiny_gpt_neo(seed=0)
-    ids = torch.randint(128, (6, 16), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = math.exp(model(ids, labels=ids).loss.item())  # equal-length rows: mean of means = mean
-    model.train()
-    for batch_size in (1, 4, 8):
-        assert perplexity(model, ids, batch_size) == pytest.approx(expected, rel=1e-5)
-    assert model.training  # the caller's mode is restored
-    assert perplexity(model, list(ids.split(2))) == pytest.approx(expected, rel=1e-5)
-    with pytest.raises(ValueError, match="non-empty"):
-        perplexity(model, torch.zeros(0, 16, dtype=torch.long))
-    with pytest.raises(ValueError, match="t >= 2"):
-        perplexity(model, torch.zeros(3, 1, dtype=torch.long))
 
 
 def train_tiny_gpt_neo(tau: float, steps: int = 600, seed: int = 0):
@@ -277,11 +197,17 @@ def test_topoloss_makes_weights_smoother_and_activations_lower_dimensional(one_t
         c_fc = model.transformer.h[0].mlp.c_fc
         a = collect_activations(model, {"c_fc": c_fc}, held_out.split(32))["c_fc"]
         measured[tau] = (
-            weight_smoothness(c_fc).smoothness,
-            covariance_smoothness(a.cov, a.proj).smoothness,
-            effective_dim_from_covariance(a.cov, a.n_rows, a.proj),
+            weight_smoothness_curve(c_fc).smoothness,
+            covariance_smoothness_curve(a.cov, a.proj).smoothness,
+            effective_dimensionality_from_covariance(a.cov, a.n_rows, a.proj),
         )
     (w0, a0, d0), (w1, a1, d1) = measured[0.0], measured[10.0]
     assert w1 > w0 + 0.5, measured  # weight smoothness
     assert a1 > a0 + 0.5, measured  # activation smoothness
     assert d1 < 0.85 * d0, measured  # effective dimensionality
+
+
+def test_smoothness_is_the_value_read_off_its_curve():
+    x = torch.randn(48, 10, generator=torch.Generator().manual_seed(1)).cumsum(0)
+    value = smoothness(x, (6, 8))
+    assert isinstance(value, float) and value == smoothness_curve(x, (6, 8)).smoothness > 0.1
