@@ -42,7 +42,7 @@ except ImportError:
 from transformers import AutoTokenizer, GPT2TokenizerFast, GPTNeoConfig, GPTNeoForCausalLM
 
 from hf_toponets.evaluation.blimp import evaluate_blimp
-from hf_toponets.cli import _load_causal_lm
+from hf_toponets.hub.loading import load_pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 # One paradigm per phenomenon (12), short and long sentences, and passive_1 with its 2 identical pairs.
@@ -113,7 +113,7 @@ def main():
             (tmp / "tasks" / f"{task}.yaml").write_text(TASK_YAML.format(task=task, path=Path(args.data) / f"{uid}.jsonl"))
         manager = TaskManager(include_path=str(tmp / "tasks"), include_defaults=False)
         lm = HFLM(pretrained=str(tmp / "model"), dtype="float32", batch_size=args.batch_size, device=args.device)
-        model = _load_causal_lm(str(tmp / "model"), args.device, "float32")
+        model = load_pretrained(str(tmp / "model"), args.device, "float32")
         tokenizer = AutoTokenizer.from_pretrained(tmp / "model")
         runs = {
             "lm_eval " + lm_eval.__version__: lambda: run_harness(lm, manager, tasks),

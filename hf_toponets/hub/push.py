@@ -17,7 +17,7 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.utils import HFValidationError, httpx, validate_repo_id
 
-from .cards import is_generated_card, read_model_folder, write_model_card
+from .folder import is_generated_card, read_model_folder, write_model_card
 from ..core.config import CONFIG_KEY, TopoConfig
 
 logger = logging.getLogger(__name__)
@@ -94,12 +94,14 @@ def _check_topo(folder: Path, config: dict, allow_plain: bool) -> None:
                          "(attach one with hf_toponets.metadata.attach_topo_config), or publish it as a plain model "
                          "with allow_plain=True (CLI: --allow-plain)")
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     from ..core.metadata import check_topo_config
+    from .loading import auto_model_class
 
     with torch.device("meta"):  # the architecture without allocating weights
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+        model_config = AutoConfig.from_pretrained(folder)
+        model = auto_model_class(model_config).from_config(model_config)
     try:
         check_topo_config(model, TopoConfig.from_dict(config[CONFIG_KEY]))
     except ValueError as e:

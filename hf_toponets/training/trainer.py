@@ -26,7 +26,8 @@ from transformers import Trainer
 
 from ..evaluation.blimp import blimp_log_metrics, evaluate_blimp
 from ..evaluation.blimp_data import load_blimp
-from ..hub.cards import TRAINING_KEYS, write_model_card
+from ..hub.cards import TRAINING_KEYS
+from ..hub.folder import write_model_card
 from ..core.config import TopoConfig
 from ..core.files import write_json_atomic
 from ..core.hooks import TopoHooks

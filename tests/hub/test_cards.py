@@ -8,7 +8,8 @@ import re
 import pytest
 from huggingface_hub import ModelCard
 
-from hf_toponets.hub.cards import check_results, read_model_folder, render_card, template_path, write_model_card
+from hf_toponets.hub.cards import check_results, render_card, template_path
+from hf_toponets.hub.folder import read_model_folder, write_model_card
 from hf_toponets.core.config import TopoConfig
 
 SHEETS = {"transformer.h.0.mlp.c_fc": [8, 16, 32], "transformer.h.1.mlp.c_fc": [4, 8, 16]}

@@ -202,7 +202,7 @@ def test_cli_card_and_push_round_trip(online, toponet, capsys, monkeypatch):
 
 
 def test_a_generated_card_is_refreshed_and_a_hand_written_one_kept(online, toponet):
-    from hf_toponets.hub.cards import write_model_card
+    from hf_toponets.hub.folder import write_model_card
 
     folder, _ = toponet
     write_model_card(folder, training={"license": "mit"})  # at save time: no repo id yet

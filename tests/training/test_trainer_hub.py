@@ -57,7 +57,7 @@ def test_blimp_at_evaluation_is_logged_saved_and_carded(tmp_path, shared_data):
     results = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert results["accuracy"] == pytest.approx(saved["overall"], abs=1e-4) and "perplexity" in results
     # re-rendered from the folder alone (as `hf-toponets card` does), the card keeps its measurements
-    from hf_toponets.hub.cards import write_model_card
+    from hf_toponets.hub.folder import write_model_card
 
     again = ModelCard.load(write_model_card(tmp_path / "final"))
     assert {r.metric_type: r.metric_value for r in again.data.eval_results} == results
