@@ -102,25 +102,32 @@ def plot_correlation_curves(
 
 
 def plot_sweep(
-    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
     path: str | os.PathLike,
     xlabel: str = "fraction of weights pruned",
-    ylabel: str = "change in perplexity",
-    title: str | None = None,
+    styles: Mapping[str, tuple[str | None, str]] | None = None,
+    invert_x: bool = False,
 ) -> None:
-    """One line per ``{label: (x, y)}``, e.g. ``{"tau=1": (sparsity, delta_perplexity)}`` from
-    :func:`hf_toponets.pruning.pruning_sweep`."""
-    if not series:
-        raise ValueError("plot_sweep: series is empty; give {label: (x, y)}")
-    fig, (ax,) = _figure(1, 1, (6.0, 4.0))
-    for label, (x, y) in series.items():
-        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-        if x.shape != y.shape:
-            raise ValueError(f"plot_sweep: {label} has {x.size} x values but {y.size} y values")
-        ax.plot(x, y, marker="o", label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    """Performance sweeps: one panel per ``{ylabel: {label: (x, y)}}``, one line per label, e.g.
+    ``{"change in perplexity": {"tau=1": (sparsity, delta_perplexity)}}`` from
+    :func:`hf_toponets.analysis.pruning.pruning_sweep`, or the shrink / reconstruct / prune lines of
+    :func:`hf_toponets.analysis.sweep.plot_sweep_results`. ``styles``: ``{label: (colour, line style)}``
+    (default: matplotlib's colours, solid lines); ``invert_x``: largest x on the left (fraction kept).
+    """
+    if not panels or not all(panels.values()):
+        raise ValueError("plot_sweep: panels is empty; give {ylabel: {label: (x, y)}}")
+    fig, axes = _figure(len(panels), len(panels), (6.0, 4.0))
+    for ax, (ylabel, series) in zip(axes, panels.items()):
+        for label, (x, y) in series.items():
+            x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+            if x.shape != y.shape:
+                raise ValueError(f"plot_sweep: {label} has {x.size} x values but {y.size} y values")
+            color, style = (styles or {}).get(label, (None, "-"))
+            ax.plot(x, y, style, marker="o", color=color, label=label)
+        ax.axhline(0.0, color="grey", linewidth=0.5)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if invert_x:
+            ax.invert_xaxis()
+        ax.legend(fontsize=7)
     save_figure(fig, path)

@@ -27,7 +27,7 @@ from ..evaluation.blimp import evaluate_blimp
 from ..evaluation.perplexity import perplexity
 from ..conversion.downsample import count_parameters, downsample_model
 from ..core.metadata import read_topo_config
-from .plots import save_figure
+from .plots import plot_sweep
 from .pruning import l1_prune
 
 METHODS = ("shrink", "reconstruct", "prune")
@@ -126,24 +126,17 @@ def sweep_series(results: Mapping[str, dict], metric: str) -> dict[str, tuple[li
 
 
 def plot_sweep_results(results: Mapping[str, dict], path) -> None:
-    """One panel per metric present; colour = model, line style = method."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+    """One panel per metric present; colour = model (first in red, second black, ...), line style = method."""
     metrics = [m for m in METRICS if sweep_series(results, m)]
     if not metrics:
         raise ValueError("plot_sweep_results: no metric to plot; evaluate perplexity and/or BLiMP")
-    fig = Figure(figsize=(6.0 * len(metrics), 4.0), layout="constrained")
-    FigureCanvasAgg(fig)
-    styles = {"shrink": "-", "reconstruct": "--", "prune": ":"}
     colors = dict(zip(results, ("tab:red", "black", "tab:blue", "tab:green")))
-    for ax, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics):
-        for name, (x, y) in sweep_series(results, metric).items():
+    line = {"shrink": "-", "reconstruct": "--", "prune": ":"}
+    panels, styles = {}, {}
+    for metric in metrics:
+        ylabel = f"change in {'perplexity (lower is better)' if metric == 'perplexity' else 'BLiMP accuracy'}"
+        panels[ylabel] = sweep_series(results, metric)
+        for name in panels[ylabel]:
             label, method = name.rsplit(" ", 1)
-            ax.plot(x, y, styles[method], marker="o", color=colors[label], label=name)
-        ax.axhline(0.0, color="grey", linewidth=0.5)
-        ax.set_xlabel("fraction of c_fc parameters kept")
-        ax.set_ylabel(f"change in {'perplexity (lower is better)' if metric == 'perplexity' else 'BLiMP accuracy'}")
-        ax.invert_xaxis()
-        ax.legend(fontsize=7)
-    save_figure(fig, path)
+            styles[name] = (colors.get(label), line[method])
+    plot_sweep(panels, path, "fraction of c_fc parameters kept", styles, invert_x=True)

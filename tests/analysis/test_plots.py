@@ -44,7 +44,7 @@ def test_more_panels_make_a_larger_picture(tmp_path):
 def test_curves_and_sweeps_write_valid_pngs(tmp_path):
     curves = {"h.0 weights": ([1, 2, 3], [0.5, np.nan, 0.1]), "h.0 activations": (np.arange(3.0), torch.tensor([0.9, 0.4, 0.0]))}
     plot_correlation_curves(curves, tmp_path / "curves.png")
-    plot_sweep({"tau=0": ([0, 0.5], [0, 3.0]), "tau=10": ([0, 0.5], [0, 1.0])}, tmp_path / "sweep.png", title="L1")
+    plot_sweep({"change in perplexity": {"tau=0": ([0, 0.5], [0, 3.0]), "tau=10": ([0, 0.5], [0, 1.0])}}, tmp_path / "sweep.png")
     for name in ("curves.png", "sweep.png"):
         w, h = png_size(tmp_path / name)
         assert w > 300 and h > 200
@@ -66,7 +66,9 @@ def test_bad_input(tmp_path):
     with pytest.raises(ValueError, match="curves is empty"):
         plot_correlation_curves({}, tmp_path / "x.png")
     with pytest.raises(ValueError, match="3 x values but 2 y values"):
-        plot_sweep({"a": ([0, 1, 2], [0, 1])}, tmp_path / "x.png")
+        plot_sweep({"y": {"a": ([0, 1, 2], [0, 1])}}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="panels is empty"):
+        plot_sweep({"y": {}}, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists() and leftovers(tmp_path) == []
 
 
