@@ -1,33 +1,57 @@
-"""hf_toponets: TopoNets (topographic neural networks trained with TopoLoss) for the Hugging Face stack."""
+"""hf_toponets: TopoNets (topographic neural networks trained with TopoLoss) for the Hugging Face stack.
+
+The public names below are imported on first use (PEP 562), so that ``import hf_toponets`` and
+``hf-toponets --help`` do not pay for torch and transformers until a name is needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from .core.version import __version__
 
-from .evaluation.blimp import evaluate_blimp
-from .core.config import TopoConfig
-from .conversion.downsample import downsample_model
-from .core.loss import sheet_loss, sheet_losses, topo_loss, topo_losses
-from .analysis.dimensionality import effective_dimensionality
-from .analysis.smoothness import smoothness
-from .evaluation.perplexity import perplexity
-from .core.sheet import sheet_shape, weight_to_sheet
-from .core.targets import TopoTarget, resolve_targets
-from .training.trainer import TopoTrainer
+# public name -> the module that defines it
+_EXPORTS = {
+    "TopoConfig": "core.config",
+    "TopoTarget": "core.targets",
+    "resolve_targets": "core.targets",
+    "sheet_shape": "core.sheet",
+    "weight_to_sheet": "core.sheet",
+    "sheet_loss": "core.loss",
+    "sheet_losses": "core.loss",
+    "topo_loss": "core.loss",
+    "topo_losses": "core.loss",
+    "evaluate_blimp": "evaluation.blimp",
+    "perplexity": "evaluation.perplexity",
+    "downsample_model": "conversion.downsample",
+    "smoothness": "analysis.smoothness",
+    "effective_dimensionality": "analysis.dimensionality",
+    "TopoTrainer": "training.trainer",
+}
+__all__ = ["__version__", *sorted(_EXPORTS)]
 
-__all__ = [
-    "__version__",
-    "TopoConfig",
-    "TopoTarget",
-    "TopoTrainer",
-    "downsample_model",
-    "effective_dimensionality",
-    "evaluate_blimp",
-    "perplexity",
-    "resolve_targets",
-    "smoothness",
-    "sheet_loss",
-    "sheet_losses",
-    "sheet_shape",
-    "topo_loss",
-    "topo_losses",
-    "weight_to_sheet",
-]
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hf_toponets' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:  # static tools see the eager imports
+    from .analysis.dimensionality import effective_dimensionality
+    from .analysis.smoothness import smoothness
+    from .conversion.downsample import downsample_model
+    from .core.config import TopoConfig
+    from .core.loss import sheet_loss, sheet_losses, topo_loss, topo_losses
+    from .core.sheet import sheet_shape, weight_to_sheet
+    from .core.targets import TopoTarget, resolve_targets
+    from .evaluation.blimp import evaluate_blimp
+    from .evaluation.perplexity import perplexity
+    from .training.trainer import TopoTrainer

@@ -73,3 +73,26 @@ def test_modules_stay_small(path):
 def test_the_checker_resolves_every_import_form(source, found):
     """The checker's own oracle: hand-resolved imports of a module placed in core/."""
     assert imported_packages(source, ("core",)) == found
+
+
+def test_public_names_resolve_to_their_modules():
+    """Every lazily exported name is the object its module defines (a typo in the table fails here)."""
+    import importlib
+
+    import hf_toponets
+
+    for name, module in hf_toponets._EXPORTS.items():
+        assert getattr(hf_toponets, name) is getattr(importlib.import_module(f"hf_toponets.{module}"), name)
+    assert set(hf_toponets.__all__) == {"__version__", *hf_toponets._EXPORTS}
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        hf_toponets.nope  # noqa: B018
+
+
+def test_help_imports_neither_torch_nor_transformers():
+    import subprocess
+    import sys
+
+    code = "import sys, hf_toponets.cli as c; c.build_parser(); print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=PACKAGE.parent)  # the checkout's hf_toponets (cwd first on sys.path)
+    assert out.stdout.strip() == "[]"

@@ -2,7 +2,7 @@
 
 For each ``keep``, three ways to spend the same budget on the ``c_fc`` weights of ``L`` MLPs
 (``n = h w`` units of fan-in ``d``, read by a ``c_proj`` with ``d_out`` outputs), with
-``n' = h' w'`` the downsampled sheet's units (:func:`downsample.downsampled_shape`):
+``n' = h' w'`` the downsampled sheet's units (:func:`hf_toponets.conversion.downsample.downsampled_shape`):
 
 - ``shrink``      a smaller model: ``total - L (n - n') (d + 1 + d_out)`` parameters;
 - ``reconstruct`` the paper's measurement: ``L (n - n') (d + 1)`` fewer *stored* numbers
@@ -97,7 +97,7 @@ def sweep_model(
 
 def make_evaluate(tokenizer=None, input_ids: torch.Tensor | None = None, blimp_pairs=None, batch_size: int = 8):
     """``evaluate(model) -> {"perplexity": ..., "blimp": ...}`` over what is given: held-out
-    ``input_ids (n, t)`` and/or BLiMP pairs from :func:`blimp_data.load_blimp` (overall accuracy)."""
+    ``input_ids (n, t)`` and/or BLiMP pairs from :func:`hf_toponets.evaluation.blimp_data.load_blimp` (overall accuracy)."""
     if input_ids is None and blimp_pairs is None:
         raise ValueError("the sweep needs held-out text (input_ids) and/or BLiMP pairs to evaluate")
 

@@ -2,7 +2,7 @@
 
 Each target ``c_fc`` has ``n = h * w`` units with fan-in rows ``W (n, d)`` and bias ``b (n,)``;
 its MLP's output projection reads those units with ``P (d_out, n)`` (``c_proj`` as
-``out x in``, whatever its storage, see :func:`sheet.unit_weight`). Following the paper
+``out x in``, whatever its storage, see :func:`hf_toponets.core.sheet.unit_weight`). Following the paper
 (section 3.3 / Fig. 4B: "projecting [the layers] into the cortical space and then performing a
 downsample operation along the height and width dimensions of the cortical sheet"), the sheet
 ``(h, w, d)`` and the bias sheet ``(h, w)`` are resized to ``(h', w')`` with
@@ -130,7 +130,7 @@ def _mlp_layout(model: nn.Module) -> tuple[str, str, str]:
     if model_type not in MLP_LAYOUTS:
         raise ValueError(
             f"downsample_model: model_type {model_type!r} of {type(model).__name__} has no MLP layout; "
-            f"supported: {sorted(MLP_LAYOUTS)} (add a row to hf_toponets.downsample.MLP_LAYOUTS)"
+            f"supported: {sorted(MLP_LAYOUTS)} (add a row to hf_toponets.conversion.downsample.MLP_LAYOUTS)"
         )
     return MLP_LAYOUTS[model_type]
 

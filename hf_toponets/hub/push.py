@@ -91,7 +91,7 @@ def _check_topo(folder: Path, config: dict, allow_plain: bool) -> None:
         if allow_plain:
             return
         raise ValueError(f"{folder}/config.json has no '{CONFIG_KEY}' entry: this is not a TopoNet saved by hf_toponets "
-                         "(attach one with hf_toponets.metadata.attach_topo_config), or publish it as a plain model "
+                         "(attach one with hf_toponets.core.metadata.attach_topo_config), or publish it as a plain model "
                          "with allow_plain=True (CLI: --allow-plain)")
     import torch
     from transformers import AutoConfig
@@ -113,7 +113,7 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, revisio
                 endpoint: str | None = None) -> PushResult:
     """Publish the model saved in ``folder`` as the Hub repo ``repo_id`` in one commit.
 
-    Checks the folder (:func:`folder_files`); (re)writes ``README.md`` with :func:`~hf_toponets.cards.write_model_card`
+    Checks the folder (:func:`folder_files`); (re)writes ``README.md`` with :func:`~hf_toponets.hub.folder.write_model_card`
     unless it is a hand-written card (one without ``cards.MARKER``), so that the card names ``repo_id`` and shows
     the folder's latest results; creates the repo (``private`` applies at creation) and the branch ``revision``
     when missing (an existing public repo with ``private=True`` is a ``ValueError``, before any upload); then

@@ -1,6 +1,6 @@
 """TopoTrainer: a ``transformers.Trainer`` that adds ``tau * mean_layers(TopoLoss)`` to training.
 
-The topographic term is computed by :class:`~hf_toponets.hooks.TopoHooks`, in a forward hook on
+The topographic term is computed by :class:`~hf_toponets.core.hooks.TopoHooks`, in a forward hook on
 each target module (where the full weight exists even under FSDP2 / ZeRO-3 sharding), and its
 gradient is attached to the module's output with ``coef = tau / (n_layers * accumulation_steps)``.
 So per optimizer step the weights receive exactly ``tau * d mean_layers(TopoLoss) / dW`` on one
@@ -51,7 +51,7 @@ class TopoTrainer(Trainer):
     ``blimp_data``: a folder of BLiMP ``<UID>.jsonl`` files, or ``"hub"`` for ``nyu-mll/blimp``;
     when set, every evaluation also scores BLiMP (``blimp_paradigms``: a subset) with the
     ``processing_class`` tokenizer. ``model_card``: card facts only the user knows (keys of
-    :data:`hf_toponets.cards.TRAINING_KEYS`, e.g. ``datasets``, ``license``, ``base_model``).
+    :data:`hf_toponets.hub.cards.TRAINING_KEYS`, e.g. ``datasets``, ``license``, ``base_model``).
     """
 
     def __init__(self, model=None, args=None, *trainer_args, topo_config: TopoConfig | None = None,
@@ -172,7 +172,7 @@ class TopoTrainer(Trainer):
                     revision: str | None = None, private: bool | None = None, **kwargs):
         """Save, then publish ``output_dir`` in one commit (safetensors, config with ``topo``, tokenizer, card, maps).
 
-        Returns :class:`hf_toponets.hub.PushResult` on the main process, ``None`` elsewhere.
+        Returns :class:`hf_toponets.hub.push.PushResult` on the main process, ``None`` elsewhere.
         """
         self.save_model(_internal_call=True)
         if not self.is_world_process_zero():
