@@ -16,21 +16,41 @@ from typing import Any
 from .resample import INTERPOLATIONS, check_interpolation
 
 CONFIG_KEY = "topo"  # the entry of config.json that holds the TopoConfig
+ADAPTER_CONFIG_FILE = "topo_config.json"  # the TopoConfig beside a PEFT adapter (adapter_config.json is PEFT's own)
 SCHEDULE_KINDS = ("constant", "linear", "cosine")
 
 
-def _check_names(value, arg: str, allow_none: bool) -> None:
-    if value is None and allow_none:
+def _check_names(value, arg: str, allow_empty: bool) -> None:
+    if value is None:  # target_modules: the family's default; exclude_modules: nothing excluded
         return
     if isinstance(value, str):
         if not value:
             raise ValueError(f"TopoConfig: {arg} is an empty string; give a regex or a list of names")
         return
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value):
-        if not value and not allow_none:
+        if not value and not allow_empty:
             raise ValueError(f"TopoConfig: {arg} is empty; name at least one module, e.g. ['c_fc']")
         return
     raise ValueError(f"TopoConfig: {arg} must be a regex str or a list of module names, got {value!r}")
+
+
+def _shared_sheets_from(value) -> dict[str, str] | None:
+    """``shared_sheets`` as a ``{leaf name: leaf name}`` dict (a JSON string is parsed: the command line's form)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"TopoConfig: shared_sheets {value!r} is not JSON, e.g. '{{\"up_proj\": \"gate_proj\"}}'") from None
+    if value is None:
+        return None
+    names_ok = isinstance(value, dict) and value and all(isinstance(k, str) and isinstance(v, str) and k and v
+                                                         and "." not in k + v for k, v in value.items())
+    if not names_ok:
+        raise ValueError(
+            "TopoConfig: shared_sheets must map a target's leaf name to its gate's leaf name (no dots), "
+            f"e.g. {{'up_proj': 'gate_proj'}} or {{'gate_up_proj': 'gate_up_proj'}}; got {value!r}"
+        )
+    return dict(value)
 
 
 def _phase_from(p, i: int) -> str:
@@ -102,8 +122,9 @@ class TopoConfig:
     """
 
     target_modules: list[str] | str = field(
-        default_factory=lambda: ["c_fc"],
-        metadata={"help": "A regex (full match on the dotted name) or a list of names matched exactly or as a '.suffix'."},
+        default=None,
+        metadata={"help": "A regex (full match on the dotted name) or a list of names matched exactly or as a '.suffix'. "
+                  "None: the model family's MLP (hf_toponets.core.targets.FAMILY_TARGETS, by config.model_type)."},
     )
     exclude_modules: list[str] | str = field(
         default=None, metadata={"help": "Modules to leave out, same matching rules; applied first."}
@@ -119,6 +140,14 @@ class TopoConfig:
             "multiply tau per optimizer step, chained in order; the last end holds afterwards. Empty: constant."
         },
     )
+    shared_sheets: dict[str, str] | str | None = field(
+        default=None,
+        metadata={"help": "Gated MLPs, act(gate x) * up x: {target leaf name: its gate's leaf name}, e.g. "
+                  "'{\"up_proj\": \"gate_proj\"}' (JSON on the command line). Unit u's gate row and target row, "
+                  "concatenated, are its vector on one (h, w, d_gate + d_up) sheet, so one TopoLoss trains both. A name "
+                  "paired with itself is a fused [gate; up] layer of 2n rows (Phi-3's gate_up_proj). None with "
+                  "target_modules None: the family's pairing."},
+    )
     sheets: dict[str, list[int]] | None = field(
         default=None, init=False, metadata={"help": "Filled at save time: each target's sheet shape [h, w, d]."}
     )
@@ -128,8 +157,9 @@ class TopoConfig:
             self.target_modules = list(self.target_modules)
         if isinstance(self.exclude_modules, tuple):
             self.exclude_modules = list(self.exclude_modules)
-        _check_names(self.target_modules, "target_modules", allow_none=False)
-        _check_names(self.exclude_modules, "exclude_modules", allow_none=True)
+        _check_names(self.target_modules, "target_modules", allow_empty=False)
+        self.shared_sheets = _shared_sheets_from(self.shared_sheets)
+        _check_names(self.exclude_modules, "exclude_modules", allow_empty=True)
         if isinstance(self.tau, bool) or not isinstance(self.tau, (int, float)) or not self.tau >= 0 or not math.isfinite(self.tau):
             raise ValueError(f"TopoConfig: tau must be a finite number >= 0, got {self.tau!r}")
         for arg in ("factor_h", "factor_w"):
@@ -175,18 +205,28 @@ class TopoConfig:
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id: str, revision: str | None = None, token: str | None = None) -> "TopoConfig":
-        """Read the ``topo`` entry of a local folder's or a Hub repo's ``config.json``."""
+        """Read a saved TopoNet's config: the ``topo`` entry of a model folder's (or Hub repo's) ``config.json``,
+        or an adapter folder's :data:`ADAPTER_CONFIG_FILE` (a PEFT adapter has no ``config.json``)."""
         path = os.fspath(path_or_repo_id)
         if os.path.isdir(path):
             config_file = os.path.join(path, "config.json")
-            if not os.path.isfile(config_file):
-                raise ValueError(f"TopoConfig.from_pretrained: {path} has no config.json; is it a saved model folder?")
+            if not os.path.isfile(config_file) and os.path.isfile(os.path.join(path, ADAPTER_CONFIG_FILE)):
+                config_file = os.path.join(path, ADAPTER_CONFIG_FILE)
+            elif not os.path.isfile(config_file):
+                raise ValueError(f"TopoConfig.from_pretrained: {path} has neither config.json nor {ADAPTER_CONFIG_FILE}; "
+                                 "is it a saved model or adapter folder?")
         else:
             from huggingface_hub import hf_hub_download  # only Hub repos need the network
+            from huggingface_hub.errors import EntryNotFoundError
 
-            config_file = hf_hub_download(path, "config.json", revision=revision, token=token)
+            try:
+                config_file = hf_hub_download(path, "config.json", revision=revision, token=token)
+            except EntryNotFoundError:  # an adapter repo
+                config_file = hf_hub_download(path, ADAPTER_CONFIG_FILE, revision=revision, token=token)
         with open(config_file, encoding="utf-8") as f:
             data = json.load(f)
+        if os.path.basename(config_file) == ADAPTER_CONFIG_FILE:
+            return cls.from_dict(data)
         if CONFIG_KEY not in data:
             raise ValueError(
                 f"TopoConfig.from_pretrained: {path}'s config.json has no '{CONFIG_KEY}' entry; "

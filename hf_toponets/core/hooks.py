@@ -18,17 +18,21 @@ import torch
 
 from .config import TopoConfig
 from .loss import sheet_loss
-from .sheet import weight_to_sheet
-from .targets import TopoTarget
+from .targets import TopoTarget, target_sheet
 
 
 class _AttachTerm(torch.autograd.Function):
-    """``output`` unchanged; in backward, ``coef`` flows into ``term`` (a scalar loss)."""
+    """``output`` unchanged; in backward, ``coef`` flows into ``term`` (a scalar loss).
+
+    Returns ``output.detach()``: the same storage (no copy) but not an autograd view, so that an
+    in-place consumer (``nn.ReLU(inplace=True)``) may modify it; a view made in a custom Function
+    refuses in-place ops. A producer that saved its own output is still caught by the version check.
+    """
 
     @staticmethod
     def forward(ctx, output, term, coef):
         ctx.coef, ctx.term_dtype = coef, term.dtype
-        return output.view_as(output)
+        return output.detach()
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -48,16 +52,16 @@ class TopoHooks:
         self.active = False
         self.coef = 0.0
         self.values: dict[str, torch.Tensor] = {}
-        self._handles = [t.module.register_forward_hook(self._hook(name)) for name, t in targets.items()]
+        self._handles = [t.module.register_forward_hook(self._hook(name, t)) for name, t in targets.items()]
 
-    def _hook(self, name: str):
+    def _hook(self, name: str, target: TopoTarget):
         cfg = self.config
 
         def hook(module, args, output):
             if not (self.active and torch.is_grad_enabled()):
                 return None  # evaluation, or the no-grad first pass of reentrant checkpointing
             with torch.set_grad_enabled(self.coef != 0.0):
-                term = sheet_loss(weight_to_sheet(module, name), cfg.factor_h, cfg.factor_w, cfg.interpolation)
+                term = sheet_loss(target_sheet(target, name), cfg.factor_h, cfg.factor_w, cfg.interpolation)
             self.values[name] = term.detach()
             return None if self.coef == 0.0 else _AttachTerm.apply(output, term, self.coef)
 

@@ -28,8 +28,8 @@ from torch import nn
 
 from .config import TopoConfig
 from .resample import apply_axes, check_interpolation, interpolation_matrix
-from .sheet import check_sheet_fits, weight_to_sheet
-from .targets import resolve_targets
+from .sheet import check_sheet_fits
+from .targets import resolve_targets, target_sheet
 
 _EPS = 1e-8  # F.cosine_similarity's default
 
@@ -163,7 +163,7 @@ def topo_losses(model: nn.Module, config: TopoConfig, targets=None) -> dict[str,
     """
     targets = resolve_targets(model, config) if targets is None else targets
     names = list(targets)
-    sheets = [weight_to_sheet(t.module, n) for n, t in targets.items()]
+    sheets = [target_sheet(t, n) for n, t in targets.items()]
     values = sheet_losses(sheets, config.factor_h, config.factor_w, config.interpolation, names)
     return dict(zip(names, values))
 

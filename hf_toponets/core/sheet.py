@@ -7,10 +7,19 @@ carries its fan-in vector of length ``d``, so a weight becomes a sheet of shape 
 
 - ``nn.Linear``: weight ``(out, in)`` -> ``(h, w, in)``;
 - transformers' ``Conv1D`` (GPT-2): weight stored ``(in, out)`` -> transposed first;
-- ``nn.Conv2d``: weight ``(c_out, c_in, k_h, k_w)`` -> ``(h, w, c_in * k_h * k_w)``.
+- ``nn.Conv2d``: weight ``(c_out, c_in, k_h, k_w)`` -> ``(h, w, c_in * k_h * k_w)``;
+- a PEFT LoRA layer around one of these: its *effective* weight, the one ``merge_and_unload`` would
+  write, ``W + sum_a s_a B_a A_a`` over the active, unmerged adapters ``a`` (``A_a (r, d)``,
+  ``B_a (n, r)``, flattened for Conv2d; ``B A`` is in unit-row orientation whatever the base's storage),
+  so TopoLoss's gradient reaches ``lora_A`` / ``lora_B``. DoRA adapters rescale each unit's row:
+  ``V = W + s B A``, ``W' = m * V / |V|_row`` (``m``: the magnitude vector), differentiated through
+  the norm (PEFT's forward detaches it; the merged weight is the function we differentiate).
 
-This module is pure torch: it recognises ``Conv1D`` by its class name so that it never imports
-transformers.
+A gated MLP's unit has two weight rows, its gate's and its up projection's: :func:`shared_unit_weight`
+puts them side by side, ``[gate_u | up_u]``, so both lie on one sheet.
+
+This module is pure torch: it recognises ``Conv1D`` by its class name and LoRA layers by their
+structure (:func:`is_lora`), so that it never imports transformers or peft.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import math
 import torch
 from torch import nn
 
-SUPPORTED_LAYERS = ("nn.Linear", "transformers Conv1D", "nn.Conv2d")
+SUPPORTED_LAYERS = ("nn.Linear", "transformers Conv1D", "nn.Conv2d", "a PEFT LoRA/DoRA layer around one of these")
 
 
 def sheet_shape(n_units: int) -> tuple[int, int]:
@@ -54,51 +63,126 @@ def is_conv1d(module: nn.Module) -> bool:
     return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
 
 
+def is_lora(module: nn.Module) -> bool:
+    """True for a PEFT LoRA layer (``peft.tuners.lora.Linear``, ``Conv2d``, ...), recognised by its structure
+    (peft is never imported): a ``base_layer`` module, ``lora_A`` / ``lora_B`` ``ModuleDict``s (one entry
+    per adapter), a ``scaling`` dict and ``active_adapters``. DoRA adds ``use_dora`` and
+    ``lora_magnitude_vector``; merged adapters are listed in ``merged_adapters``."""
+    return (
+        isinstance(getattr(module, "base_layer", None), nn.Module)
+        and isinstance(getattr(module, "lora_A", None), nn.ModuleDict)
+        and isinstance(getattr(module, "lora_B", None), nn.ModuleDict)
+        and isinstance(getattr(module, "scaling", None), dict)
+        and hasattr(module, "active_adapters")
+    )
+
+
+def _base(module: nn.Module) -> nn.Module:
+    """The plain layer whose geometry a layer has: a LoRA layer's ``base_layer``, else the layer."""
+    return module.base_layer if is_lora(module) else module
+
+
 def is_supported(module: nn.Module) -> bool:
     """True when :func:`unit_weight` knows the module's weight layout."""
-    return isinstance(module, (nn.Linear, nn.Conv2d)) or is_conv1d(module)
+    base = _base(module)
+    return isinstance(base, (nn.Linear, nn.Conv2d)) or is_conv1d(base)
 
 
-def unit_weight(module: nn.Module, name: str = "module") -> torch.Tensor:
-    """The weight as one row per output unit: ``(n_units, d)``.
+def layer_kind(module: nn.Module) -> str:
+    """The module's type for error messages, saying what a PEFT wrapper wraps."""
+    if is_lora(module):
+        return f"{type(module).__name__} (LoRA around {type(module.base_layer).__name__})"
+    if isinstance(getattr(module, "base_layer", None), nn.Module):
+        return f"{type(module).__name__} (a PEFT adapter other than LoRA/DoRA)"
+    return type(module).__name__
 
-    The only place that knows each layer type's orientation. ``Conv1D`` gives a transposed
-    (non-contiguous) view; the others give views of the parameter.
-    """
+
+def _unsupported(module: nn.Module, name: str) -> ValueError:
+    return ValueError(f"{name}: unsupported layer type {layer_kind(module)}; topographic layers must be one of "
+                      f"{', '.join(SUPPORTED_LAYERS)}")
+
+
+def _plain_unit_weight(module: nn.Module, name: str) -> torch.Tensor:
     if isinstance(module, nn.Linear):
         return module.weight
     if isinstance(module, nn.Conv2d):
         return module.weight.flatten(1)
     if is_conv1d(module):
         return module.weight.t()
-    raise ValueError(
-        f"{name}: unsupported layer type {type(module).__name__}; "
-        f"topographic layers must be one of {', '.join(SUPPORTED_LAYERS)}"
-    )
+    raise _unsupported(module, name)
+
+
+def unit_weight(module: nn.Module, name: str = "module") -> torch.Tensor:
+    """The weight as one row per output unit: ``(n_units, d)``.
+
+    The only place that knows each layer type's orientation. ``Conv1D`` gives a transposed
+    (non-contiguous) view; Linear and Conv2d give views of the parameter; a LoRA layer gives its
+    effective weight (a new tensor, differentiable in ``lora_A``, ``lora_B`` and DoRA's magnitude).
+    """
+    if not is_lora(module):
+        return _plain_unit_weight(module, name)
+    rows = _plain_unit_weight(module.base_layer, name)  # (n, d)
+    if module.disable_adapters:
+        return rows
+    for adapter in module.active_adapters:
+        if adapter not in module.lora_A or adapter in module.merged_adapters:  # merged: already inside W
+            continue
+        a, b = module.lora_A[adapter].weight, module.lora_B[adapter].weight  # (r, d...) and (n, r[, 1, 1])
+        if isinstance(module.base_layer, nn.Conv2d) and module.base_layer.groups != 1:
+            raise ValueError(f"{name}: LoRA on a grouped Conv2d (groups={module.base_layer.groups}) is not supported")
+        rows = rows + module.scaling[adapter] * (b.flatten(1) @ a.flatten(1))  # W + s B A, (n, d)
+        if getattr(module, "use_dora", {}).get(adapter, False):
+            magnitude = module.lora_magnitude_vector[adapter].weight.reshape(-1)  # (n,)
+            rows = rows * (magnitude / torch.linalg.vector_norm(rows, dim=1))[:, None]
+        elif adapter in getattr(module, "lora_variant", {}):
+            variant = type(module.lora_variant[adapter]).__name__
+            raise ValueError(f"{name}: LoRA variant {variant} of adapter {adapter!r} is not supported (LoRA and DoRA are)")
+    return rows
+
+
+def shared_unit_weight(module: nn.Module, partner: nn.Module, name: str = "module") -> torch.Tensor:
+    """A gated MLP's units, gate row then up row: ``(n, d_gate + d_up)``.
+
+    ``partner`` is the gate (``gate_proj``) of the up projection ``module`` (``up_proj``); both have
+    ``n`` rows and row ``u`` of each belongs to hidden unit ``u`` of ``act(gate x) * up x``.
+    ``partner is module``: a fused layer of ``2n`` rows, gate rows first (Phi-3's ``gate_up_proj``,
+    whose output is ``chunk(2)``-ed into gate, up). Cosine similarity of the concatenated vectors
+    weighs both halves by their norms.
+    """
+    rows = unit_weight(module, name)
+    if partner is module:
+        if rows.shape[0] % 2:
+            raise ValueError(f"{name}: a fused gate/up layer needs an even number of rows, got {rows.shape[0]}")
+        gate, up = rows.chunk(2, dim=0)
+    else:
+        gate, up = unit_weight(partner, f"{name}'s gate"), rows
+        if gate.shape[0] != up.shape[0]:
+            raise ValueError(f"{name}: its gate has {gate.shape[0]} units but it has {up.shape[0]}; they cannot share a sheet")
+    return torch.cat([gate, up], dim=1)
 
 
 def n_units(module: nn.Module, name: str = "module") -> int:
     """Number of output units of a supported layer (without touching the weight's data)."""
-    if isinstance(module, nn.Linear):
-        return module.out_features
-    if isinstance(module, nn.Conv2d):
-        return module.out_channels
-    if is_conv1d(module):
-        return module.nf
-    unit_weight(module, name)  # raises the error for unsupported types
-    raise AssertionError("unreachable")
+    base = _base(module)
+    if isinstance(base, nn.Linear):
+        return base.out_features
+    if isinstance(base, nn.Conv2d):
+        return base.out_channels
+    if is_conv1d(base):
+        return base.nf
+    raise _unsupported(module, name)
 
 
 def fan_in(module: nn.Module, name: str = "module") -> int:
     """Length ``d`` of each unit's weight vector."""
-    if isinstance(module, nn.Linear):
-        return module.in_features
-    if isinstance(module, nn.Conv2d):
-        return module.in_channels // module.groups * math.prod(module.kernel_size)
-    if is_conv1d(module):
-        return module.weight.shape[0]
-    unit_weight(module, name)
-    raise AssertionError("unreachable")
+    base = _base(module)
+    if isinstance(base, nn.Linear):
+        return base.in_features
+    if isinstance(base, nn.Conv2d):
+        return base.in_channels // base.groups * math.prod(base.kernel_size)
+    if is_conv1d(base):
+        return base.weight.shape[0]
+    raise _unsupported(module, name)
 
 
 def layer_sheet_shape(module: nn.Module, name: str = "module") -> tuple[int, int, int]:

@@ -12,7 +12,11 @@ Logged metrics (averaged over the micro-steps since the last log): ``topo/loss``
 layers), ``topo/<module name>`` per layer, ``topo/tau`` (the tau the logged steps used); with
 ``blimp_data``, at each evaluation: ``blimp/overall`` and ``blimp/<phenomenon>``.
 
-Saving writes, beside the weights, ``blimp_results.json`` (the last BLiMP evaluation),
+A PEFT model (``get_peft_model(base, LoraConfig(...))``) trains its adapters on the effective weights
+``W + s B A`` of LoRA targets; saving it writes the adapter and, beside PEFT's ``adapter_config.json``,
+``topo_config.json`` (the TopoConfig); ``merge_and_unload`` keeps ``config.topo``.
+
+Saving a full model writes, beside the weights, ``blimp_results.json`` (the last BLiMP evaluation),
 ``trainer_state.json`` (steps, logs, eval loss) and the model card ``README.md``; ``push_to_hub`` publishes the saved folder in one commit.
 """
 
@@ -28,7 +32,7 @@ from ..evaluation.blimp import blimp_log_metrics, evaluate_blimp
 from ..evaluation.blimp_data import load_blimp
 from ..hub.cards import TRAINING_KEYS
 from ..hub.folder import write_model_card
-from ..core.config import TopoConfig
+from ..core.config import ADAPTER_CONFIG_FILE, TopoConfig
 from ..core.files import write_json_atomic
 from ..core.hooks import TopoHooks
 from ..hub.push import push_folder
@@ -153,7 +157,10 @@ class TopoTrainer(Trainer):
         """Save weights and ``config.json`` (with its ``topo`` entry), BLiMP results and the model card."""
         super().save_model(output_dir, _internal_call)
         output_dir = output_dir or self.args.output_dir
-        if self.args.should_save and os.path.isfile(os.path.join(output_dir, "config.json")):
+        if self.args.should_save and os.path.isfile(os.path.join(output_dir, "adapter_config.json")):
+            # a PEFT adapter (no config.json): the TopoConfig goes beside PEFT's adapter_config.json
+            write_json_atomic(os.path.join(output_dir, ADAPTER_CONFIG_FILE), self.topo_config.to_dict())
+        elif self.args.should_save and os.path.isfile(os.path.join(output_dir, "config.json")):
             if self.blimp_results is not None:
                 write_json_atomic(os.path.join(output_dir, BLIMP_FILE), self.blimp_results)
             # the card's inputs stay in the folder, so `hf-toponets card` re-renders it with them

@@ -60,7 +60,7 @@ def test_from_pretrained_reads_config_json(tmp_path):
 
 
 def test_from_pretrained_errors(tmp_path):
-    with pytest.raises(ValueError, match="has no config.json"):
+    with pytest.raises(ValueError, match="has neither config.json nor topo_config.json"):
         TopoConfig.from_pretrained(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(ValueError, match="no 'topo' entry"):
