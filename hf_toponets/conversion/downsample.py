@@ -1,6 +1,7 @@
-"""TopoNet -> a smaller GPT: resample each topographic ``c_fc`` sheet to fewer units.
+"""TopoNet -> a smaller model: resample each topographic MLP sheet to fewer units.
 
-Each target ``c_fc`` has ``n = h * w`` units with fan-in rows ``W (n, d)`` and bias ``b (n,)``;
+Written for GPT's ``c_fc -> act -> c_proj``; every family of :data:`MLP_LAYOUTS` (:mod:`.mlp`) is the
+same with its own names. Each target ``c_fc`` has ``n = h * w`` units with fan-in rows ``W (n, d)`` and bias ``b (n,)``;
 its MLP's output projection reads those units with ``P (d_out, n)`` (``c_proj`` as
 ``out x in``, whatever its storage, see :func:`hf_toponets.core.sheet.unit_weight`). Following the paper
 (section 3.3 / Fig. 4B: "projecting [the layers] into the cortical space and then performing a
@@ -28,6 +29,12 @@ order (unit ``r * w + c``)::
   ``act(U z') = U act(z')`` and both models agree exactly; bilinear ``U`` mixes up to four
   neighbours, so they agree as far as ``act`` is linear over neighbouring units.
 
+Gated MLPs (``P (act(G x) * (W x))``: LLaMA, Mistral, Qwen2, Gemma, Phi-3) resample the gate rows
+``G`` and the up rows ``W`` (biases too) with the same ``D`` (one sheet, the unit's ``[g_u | w_u]``) and
+compose ``P U`` likewise. Nearest ``U`` copies units, so ``act(U g') * (U w') = U (act(g') * w')``
+and shrink == reconstruct exactly again; bilinear ``U`` mixes neighbours inside ``act`` *and* the
+product, so the two differ more than for GPT (measured on tiny random models in the tests).
+
 ``(h', w')`` keeps the aspect: see :func:`downsampled_shape`. ``keep = 1`` gives the source
 function back exactly. The result is a regular transformers model of the source's class whose
 config carries the ``topo`` entry (new sheets) and ``topo_downsample`` (provenance).
@@ -48,19 +55,13 @@ import torch
 from torch import nn
 
 from ..core.config import TopoConfig
+from ..core.metadata import attach_topo_config, read_topo_config, stored_targets
 from ..core.resample import apply_axes, check_interpolation, interpolation_matrix
-from ..core.metadata import attach_topo_config, read_topo_config
-from ..core.sheet import is_supported, layer_sheet_shape, sheet_shape, unit_weight
-from ..core.targets import TopoTarget, resolve_targets
+from ..core.sheet import sheet_shape, unit_weight
+from ..core.targets import TopoTarget, resolve_targets, topo_root
+from .mlp import MLP_LAYOUTS, MlpLayout, MlpNames, count_parameters, hidden_unit_rows, hidden_width, mlp_layout, mlp_names
 
 MODES = ("shrink", "reconstruct")
-
-# model_type -> (config field holding the MLP width, MLP input projection, its output projection).
-# Another MLP family whose block reads `fc -> act -> proj` is one more row.
-MLP_LAYOUTS = {
-    "gpt_neo": ("intermediate_size", "c_fc", "c_proj"),
-    "gpt2": ("n_inner", "c_fc", "c_proj"),
-}
 
 
 def downsampled_shape(h: int, w: int, keep: float) -> tuple[int, int]:
@@ -110,10 +111,12 @@ def _resize(n_in: int, n_out: int, interpolation: str) -> torch.Tensor:
     return interpolation_matrix(n_in, interpolation, size=n_out, dtype=torch.float64)
 
 
-def _select_targets(model: nn.Module, targets) -> tuple[dict[str, TopoTarget], TopoConfig]:
-    """The target layers and the TopoConfig to carry over (the model's own, or one for ``targets``)."""
+def _select_targets(model: nn.Module, targets, layout: MlpLayout) -> tuple[dict[str, TopoTarget], TopoConfig]:
+    """The target layers and the TopoConfig to carry over (the model's own, or one for ``targets``;
+    a gated layout pairs gate and up on one sheet, as TopoConfig's family default does)."""
     if targets is not None:
-        config = TopoConfig(target_modules=targets)
+        fc_leaf, gate_leaf = layout.fc.rpartition(".")[2], (layout.gate or "").rpartition(".")[2]
+        config = TopoConfig(target_modules=targets, shared_sheets={fc_leaf: gate_leaf} if layout.gate else None)
         return resolve_targets(model, config), config
     config = read_topo_config(model)
     if config is None:
@@ -121,54 +124,37 @@ def _select_targets(model: nn.Module, targets) -> tuple[dict[str, TopoTarget], T
             f"{type(model).__name__} has no 'topo' entry in its config (it was not trained or saved by "
             "hf_toponets); pass targets=, e.g. targets=['c_fc']"
         )
-    modules = dict(model.named_modules())
-    return {name: TopoTarget(modules[name], tuple(shape)) for name, shape in config.sheets.items()}, config
+    return stored_targets(model, config), config
 
 
-def _mlp_layout(model: nn.Module) -> tuple[str, str, str]:
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in MLP_LAYOUTS:
-        raise ValueError(
-            f"downsample_model: model_type {model_type!r} of {type(model).__name__} has no MLP layout; "
-            f"supported: {sorted(MLP_LAYOUTS)} (add a row to hf_toponets.conversion.downsample.MLP_LAYOUTS)"
-        )
-    return MLP_LAYOUTS[model_type]
-
-
-def _output_projections(model: nn.Module, targets: dict[str, TopoTarget], fc: str, proj: str) -> dict[str, str]:
-    """``{target name: name of the projection that reads its units}``, checked."""
-    modules = dict(model.named_modules())
-    out = {}
-    for name, target in targets.items():
-        parent, _, leaf = name.rpartition(".")
-        proj_name = f"{parent}.{proj}" if parent else proj
-        module = modules.get(proj_name)
-        if leaf != fc or module is None or not is_supported(module) or layer_sheet_shape(module, proj_name)[2] != target.shape[0] * target.shape[1]:
-            raise ValueError(
-                f"cannot find the output projection of target {name}: downsampling needs an MLP input "
-                f"projection '{fc}' whose sibling '{proj}' reads its {target.shape[0] * target.shape[1]} units "
-                f"(found {type(module).__name__ if module is not None else 'nothing'} at {proj_name})"
-            )
-        out[name] = proj_name
-    return out
-
-
-def _check_targets(model: nn.Module, targets: dict[str, TopoTarget], fc: str, mode: str) -> tuple[int, int, int]:
+def _check_targets(model: nn.Module, targets: dict[str, TopoTarget], mlps: dict[str, MlpNames], layout: MlpLayout,
+                   mode: str) -> tuple[int, int, int]:
+    """The one sheet shape ``(h, w, d)`` the targets share, checked against their MLPs' hidden units."""
     shapes = {name: tuple(t.shape) for name, t in targets.items()}
     if len(set(shapes.values())) > 1:
         listing = ", ".join(f"{n}: {list(s)}" for n, s in shapes.items())
         raise ValueError(f"target layers must share one sheet shape (a config has one MLP width); got {listing}")
-    n_mlps = sum(1 for name, _ in model.named_modules() if name.rpartition(".")[2] == fc)
+    h, w, d = next(iter(shapes.values()))
+    modules = dict(model.named_modules())
+    name, names = next(iter(mlps.items()))
+    n = hidden_width(modules, names)
+    if h * w != n:
+        raise ValueError(f"target {name}'s {h} x {w} sheet does not hold its MLP's {n} hidden units; a gated MLP's "
+                         "gate and up projections must share one sheet (TopoConfig.shared_sheets)")
+    n_mlps = sum(1 for name, _ in model.named_modules() if name == layout.fc or name.endswith("." + layout.fc))
     if mode == "shrink" and len(targets) != n_mlps:
         raise ValueError(
             f"mode='shrink' changes the MLP width of all {n_mlps} blocks, but targets cover {len(targets)} "
-            f"'{fc}' layers; target every '{fc}' or use mode='reconstruct'"
+            f"'{layout.fc}' layers; target every '{layout.fc}' or use mode='reconstruct'"
         )
-    return next(iter(shapes.values()))
+    if mode == "shrink" and layout.width is None:
+        raise ValueError(f"mode='shrink' needs a config field for the MLP width, but {model.config.model_type}'s MLP is "
+                         "fixed by the architecture (BLOOM: 4 * hidden_size); use mode='reconstruct'")
+    return h, w, d
 
 
 def downsample_model(model: nn.Module, keep: float = 0.2, mode: str = "shrink", interpolation: str = "bilinear", targets=None) -> nn.Module:
-    """A new model whose target ``c_fc`` sheets keep a fraction ``keep`` of their units.
+    """A new model whose target MLP sheets keep a fraction ``keep`` of their units.
 
     ``targets``: module names (a list, or a regex ``str``, PEFT rules); default: the sheets of
     the model's ``topo`` entry. ``mode``: ``"shrink"`` (MLP width ``h' w'``) or ``"reconstruct"``
@@ -177,20 +163,23 @@ def downsample_model(model: nn.Module, keep: float = 0.2, mode: str = "shrink", 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     check_interpolation(interpolation, "downsample_model")
-    width_field, fc, proj = _mlp_layout(model)
-    chosen, topo = _select_targets(model, targets)
-    projections = _output_projections(model, chosen, fc, proj)
-    h, w, d = _check_targets(model, chosen, fc, mode)
+    layout = mlp_layout(model)
+    if topo_root(model) is not model:
+        raise ValueError("downsample_model: merge the PEFT adapters first (model.merge_and_unload())")
+    chosen, topo = _select_targets(model, targets, layout)
+    mlps = mlp_names(model, layout, chosen)
+    h, w, d = _check_targets(model, chosen, mlps, layout, mode)
     h_small, w_small = downsampled_shape(h, w, keep)
     modules = dict(model.named_modules())
     replaced = {}
-    for name, target in chosen.items():
-        proj_module = modules[projections[name]] if mode == "shrink" else None
-        replaced.update(_resample_mlp(name, target.module, projections[name], proj_module, (h_small, w_small), interpolation))
+    for names in mlps.values():
+        replaced.update(_resample_mlp(modules, names, (h_small, w_small), interpolation, mode == "shrink"))
     sheet = (h_small, w_small, d) if mode == "shrink" else (h, w, d)
-    new_model = _rebuild(model, {width_field: h_small * w_small} if mode == "shrink" else {}, replaced)
+    new_model = _rebuild(model, {layout.width: h_small * w_small} if mode == "shrink" else {}, replaced)
     new_modules = dict(new_model.named_modules())
-    attach_topo_config(new_model, topo, {name: TopoTarget(new_modules[name], sheet) for name in chosen})
+    new_targets = {name: TopoTarget(new_modules[name], sheet, None if t.partner is None else new_modules[mlps[name].gate])
+                   for name, t in chosen.items()}
+    attach_topo_config(new_model, topo, new_targets)
     new_model.config.topo_downsample = {
         "source": getattr(model, "name_or_path", "") or None,
         "keep": float(keep),
@@ -204,27 +193,35 @@ def downsample_model(model: nn.Module, keep: float = 0.2, mode: str = "shrink", 
 
 
 @torch.no_grad()
-def _resample_mlp(fc_name, fc, proj_name, proj, size, interpolation) -> dict[str, tuple]:
+def _resample_mlp(modules: dict[str, nn.Module], names: MlpNames, size: tuple[int, int], interpolation: str,
+                  shrink: bool) -> dict[str, tuple]:
     """``{module name: (unit rows, bias or None)}`` replacing one MLP's layers (float64).
 
-    ``proj`` given (shrink): ``c_fc <- D [W b]`` and ``c_proj <- P U``. ``proj`` None
-    (reconstruct): ``c_fc <- U D [W b]``.
+    All rows of the hidden units (gate and up, with biases, as channels of one ``(h, w, C)`` sheet)
+    are resampled together. Shrink: ``fc <- D [W b]`` and ``proj <- P U``; reconstruct: ``fc <- U D [W b]``.
     """
-    rows = unit_weight(fc, fc_name)  # (n, d)
-    n, d = rows.shape
+    parts = hidden_unit_rows(modules, names)  # [(name, rows (n, d), bias)], gate first
+    n = parts[0][1].shape[0]
     h, w = sheet_shape(n)
-    has_bias = fc.bias is not None
-    sheet = torch.cat([rows, fc.bias[:, None]], 1) if has_bias else rows  # bias as one more channel
-    small = resample_sheet(sheet.reshape(h, w, -1), size, interpolation)  # (h', w', d [+1])
-    if proj is None:
-        full = resample_sheet(small, (h, w), interpolation).reshape(n, -1)
-        return {fc_name: (full[:, :d], full[:, d] if has_bias else None)}
-    small = small.reshape(size[0] * size[1], -1)
-    # P U = (U^T P^T)^T: the transposed 1-D operators act on P^T laid out as a (h, w, d_out) sheet
-    p_t = unit_weight(proj, proj_name).t().double().reshape(h, w, -1)
-    ops = (_resize(size[0], h, interpolation).t(), _resize(size[1], w, interpolation).t())
-    proj_rows = apply_axes(p_t, *(op.to(p_t.device) for op in ops)).reshape(size[0] * size[1], -1).t()  # (d_out, n')
-    return {fc_name: (small[:, :d], small[:, d] if has_bias else None), proj_name: (proj_rows, None)}
+    channels = [t for _, rows, bias in parts for t in (rows, bias[:, None] if bias is not None else None) if t is not None]
+    small = resample_sheet(torch.cat(channels, 1).reshape(h, w, -1), size, interpolation)  # (h', w', C)
+    units = (small if shrink else resample_sheet(small, (h, w), interpolation)).reshape(-1, small.shape[-1])
+    out: dict[str, tuple] = {}
+    col = 0
+    for name, rows, bias in parts:  # split the channels back; a fused layer's halves join as [gate; up]
+        new_rows, col = units[:, col : col + rows.shape[1]], col + rows.shape[1]
+        new_bias = None if bias is None else units[:, col]
+        col += bias is not None
+        if name in out:
+            old_rows, old_bias = out[name]
+            new_rows = torch.cat([old_rows, new_rows])
+            new_bias = None if bias is None else torch.cat([old_bias, new_bias])
+        out[name] = (new_rows, new_bias)
+    if shrink:  # P U = (U^T P^T)^T: the transposed 1-D operators act on P^T laid out as a (h, w, d_out) sheet
+        p_t = unit_weight(modules[names.proj], names.proj).t().double().reshape(h, w, -1)
+        ops = (_resize(size[0], h, interpolation).t(), _resize(size[1], w, interpolation).t())
+        out[names.proj] = (apply_axes(p_t, *(op.to(p_t.device) for op in ops)).reshape(size[0] * size[1], -1).t(), None)
+    return out
 
 
 def _rebuild(model: nn.Module, config_changes: dict, replaced: dict) -> nn.Module:
@@ -258,20 +255,6 @@ def _rebuild(model: nn.Module, config_changes: dict, replaced: dict) -> nn.Modul
             assert key in old and tensor.shape == old[key].shape, (key, tuple(tensor.shape))
             tensor.copy_(old[key])
     return new_model
-
-
-def count_parameters(model: nn.Module) -> dict[str, int]:
-    """``{"total": ..., "mlp": ...}``: all parameters (tied ones once) and those of every MLP's
-    input and output projection (``c_fc`` + its sibling ``c_proj``; GPT-2's ``attn.c_proj`` is not one)."""
-    _, fc, proj = _mlp_layout(model)
-    modules = dict(model.named_modules())
-    mlp = 0
-    for name, module in modules.items():
-        parent, _, leaf = name.rpartition(".")
-        if leaf == fc:
-            sibling = modules[f"{parent}.{proj}" if parent else proj]
-            mlp += sum(p.numel() for p in (*module.parameters(), *sibling.parameters()))
-    return {"total": sum(p.numel() for p in model.parameters()), "mlp": mlp}
 
 
 __all__ = ["MLP_LAYOUTS", "count_parameters", "downsample_model", "downsampled_shape", "resample_sheet"]

@@ -268,8 +268,8 @@ def test_bad_input_is_a_clear_value_error(make, kwargs, match):
 
 def test_unknown_model_family_names_the_table():
     model = tiny_gpt_neo()
-    model.config.model_type = "llama"  # an instance attribute shadows the class's
-    with pytest.raises(ValueError, match=r"model_type 'llama' .*downsample\.MLP_LAYOUTS"):
+    model.config.model_type = "t5"  # an instance attribute shadows the class's
+    with pytest.raises(ValueError, match=r"model_type 't5' .*downsample\.MLP_LAYOUTS"):
         downsample_model(model, 0.5, targets=["c_fc"])
 
 
