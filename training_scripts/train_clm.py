@@ -5,8 +5,9 @@
     accelerate launch --config_file training_scripts/accelerate/multi_gpu.yaml \\
         training_scripts/train_clm.py training_scripts/configs/gpt_neo_125m_wikipedia.yaml --tau 5
 
-Arguments are three dataclasses parsed by ``HfArgumentParser``: :class:`ScriptArguments` (data and
-model), ``transformers.TrainingArguments`` and :class:`hf_toponets.TopoConfig`. A YAML file given
+Arguments are four dataclasses parsed by ``HfArgumentParser``: :class:`ScriptArguments` (data and
+model), ``transformers.TrainingArguments``, :class:`hf_toponets.TopoConfig` and :class:`LoraArguments`
+(``--use_peft``: LoRA fine-tuning, TRL's ``ModelConfig`` names). A YAML file given
 first supplies values; flags after it override them. Without a YAML file,
 ``configs/default.yaml`` supplies them: a small GPT-Neo on CPython's help topics, with a tokenizer trained
 on them, written to ``outputs/toponet-default`` with its ``topo`` metadata and model card.
@@ -57,12 +58,45 @@ class ScriptArguments:
     license: str | None = field(default=None, metadata={"help": "License for the model card."})
 
 
+@dataclass
+class LoraArguments:
+    """LoRA fine-tuning with TRL's ``ModelConfig`` names: the adapters train, TopoLoss acts on ``W + s B A``."""
+
+    use_peft: bool = field(default=False, metadata={"help": "Train LoRA adapters (PEFT) instead of all weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank r."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scaling alpha / r)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Layers given adapters; None: the topographic layers and their gates."})
+    lora_modules_to_save: list[str] | None = field(default=None, metadata={"help": "Layers trained in full besides."})
+    use_rslora: bool = field(default=False, metadata={"help": "Rank-stabilised scaling alpha / sqrt(r)."})
+    use_dora: bool = field(default=False, metadata={"help": "DoRA: magnitude and direction (TopoLoss on m V / |V|)."})
+
+
+def build_peft_model(model, lora: LoraArguments, topo: TopoConfig):
+    """``get_peft_model`` with adapters on ``lora_target_modules``, by default on every topographic layer."""
+    from peft import LoraConfig, get_peft_model
+
+    from hf_toponets.core.targets import with_family_defaults
+
+    targets = lora.lora_target_modules
+    if targets is None:  # adapters where the TopoLoss acts: a frozen target would take no topographic step
+        filled = with_family_defaults(model, topo)
+        targets = filled.target_modules
+        if not isinstance(targets, str):
+            targets = [*targets, *(v for v in (filled.shared_sheets or {}).values() if v not in targets)]
+    config = LoraConfig(task_type="CAUSAL_LM", r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+                        target_modules=targets, modules_to_save=lora.lora_modules_to_save, use_rslora=lora.use_rslora,
+                        use_dora=lora.use_dora, bias="none")
+    return get_peft_model(model, config)
+
+
 def parse(argv: list[str]):
     """A YAML file first, then flags that override it; without a YAML file, the embedded default's."""
     if not argv or not argv[0].endswith((".yaml", ".yml")):
         argv = [str(DEFAULT_CONFIG), *argv]
     argv = yaml_to_flags(Path(argv[0])) + argv[1:]
-    return HfArgumentParser((ScriptArguments, TrainingArguments, TopoConfig)).parse_args_into_dataclasses(argv)
+    return HfArgumentParser((ScriptArguments, TrainingArguments, TopoConfig, LoraArguments)).parse_args_into_dataclasses(argv)
 
 
 def yaml_to_flags(path: Path) -> list[str]:
@@ -119,12 +153,14 @@ def build_model(script: ScriptArguments, tokenizer):
 
 
 def main(argv: list[str] | None = None) -> TopoTrainer:
-    script, args, topo = parse(sys.argv[1:] if argv is None else argv)
+    script, args, topo, lora = parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tokenizer = build_tokenizer(script)
     train, held_out = build_datasets(script, tokenizer)
     set_seed(args.seed)  # the Trainer seeds only after the model exists: seed its initialisation too
     model = build_model(script, tokenizer)
+    if lora.use_peft:
+        model = build_peft_model(model, lora, topo)
     card = {"datasets": [script.dataset_name or "pydoc_data.topics (CPython help topics)"]}
     if script.model_name_or_path:
         card["base_model"] = script.model_name_or_path
@@ -136,9 +172,15 @@ def main(argv: list[str] | None = None) -> TopoTrainer:
     trainer.train()
     metrics = trainer.evaluate()
     trainer.save_model()
+    if lora.use_peft and trainer.is_world_process_zero():  # the adapter in output_dir, the merged TopoNet beside it
+        merged_dir = Path(args.output_dir) / "merged"
+        trainer.model.merge_and_unload().save_pretrained(merged_dir)  # config.json keeps the 'topo' entry
+        tokenizer.save_pretrained(merged_dir)
+        print(f"\nLoRA adapter saved to {Path(args.output_dir).resolve()} (topo_config.json beside adapter_config.json)")
     if trainer.is_world_process_zero():
         topo_logs = [h["topo/loss"] for h in trainer.state.log_history if "topo/loss" in h]
-        print(f"\nTopoNet saved to {Path(args.output_dir).resolve()} (config.json carries its 'topo' entry; README.md is its card)")
+        saved = Path(args.output_dir) / ("merged" if lora.use_peft else "")
+        print(f"\nTopoNet saved to {saved.resolve()} (config.json carries its 'topo' entry)")
         if topo_logs:
             print(f"topo/loss: {topo_logs[0]:.4f} at the first log -> {topo_logs[-1]:.4f} at the last (tau={topo.tau})")
         if "eval_loss" in metrics:

@@ -37,12 +37,27 @@ def test_same_seed_same_model(tmp_path):
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "gpt_neo_125m_wikipedia.yaml", "nanogpt_124m_fineweb_edu.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "gpt_neo_125m_wikipedia.yaml", "nanogpt_124m_fineweb_edu.yaml",
+                                  "gpt2_lora_finetune.yaml", "gpt2_full_finetune.yaml"])
 def test_shipped_configs_parse(name):
     # bf16 needs a GPU: the flag after the file overrides it, as a user on CPU would
-    script, args, topo = train_clm.parse([str(ROOT / "training_scripts" / "configs" / name), "--tau", "10", "--bf16", "false"])
+    script, args, topo, lora = train_clm.parse([str(ROOT / "training_scripts" / "configs" / name), "--tau", "10", "--bf16", "false"])
     assert topo.tau == 10.0 and topo.target_modules == ["c_fc"]
     assert script.architecture in train_clm.ARCHITECTURES
+    assert lora.use_peft == ("lora" in name) and (lora.lora_r, lora.lora_alpha) == (16, 32)  # TRL's defaults
+
+
+def test_use_peft_trains_lora_adapters_and_writes_the_merged_toponet(tmp_path, capsys):
+    pytest.importorskip("peft")
+    out = tmp_path / "run"
+    trainer = train_clm.main(["--use_peft", "--lora_r", "4", "--max_steps", "2", "--logging_steps", "1", "--output_dir", str(out),
+                              "--eval_blocks", "8", "--tokenizer_vocab_size", "300", "--per_device_train_batch_size", "2"])
+    assert "LoRA adapter saved" in capsys.readouterr().out
+    assert {"adapter_config.json", "adapter_model.safetensors", "topo_config.json"} <= {p.name for p in out.iterdir()}
+    assert json.loads((out / "adapter_config.json").read_text())["target_modules"] == ["c_fc"]
+    stored = TopoConfig.from_pretrained(str(out))
+    assert TopoConfig.from_pretrained(str(out / "merged")) == stored == trainer.topo_config
+    assert [h["topo/tau"] for h in trainer.state.log_history if "topo/tau" in h]
 
 
 def test_bad_architecture(tmp_path):
