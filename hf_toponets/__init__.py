@@ -28,6 +28,7 @@ _EXPORTS = {
     "smoothness": "analysis.smoothness",
     "effective_dimensionality": "analysis.dimensionality",
     "TopoTrainer": "training.trainer",
+    "TopoTrainerMixin": "training.mixin",
 }
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
@@ -54,4 +55,5 @@ if TYPE_CHECKING:  # static tools see the eager imports
     from .core.targets import TopoTarget, resolve_targets
     from .evaluation.blimp import evaluate_blimp
     from .evaluation.perplexity import perplexity
+    from .training.mixin import TopoTrainerMixin
     from .training.trainer import TopoTrainer

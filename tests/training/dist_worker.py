@@ -1,71 +1,77 @@
 """One TopoTrainer SGD step under ``torchrun --nproc_per_node N`` (CPU, gloo); rank 0 saves the weights.
 
-Usage: ``torchrun --nproc_per_node 2 tests/training/dist_worker.py OUT.safetensors {ddp|fsdp2} [GLOBAL_BATCH]``.
+Usage: ``torchrun --nproc_per_node 2 tests/training/dist_worker.py OUT.safetensors {ddp|ddp_ga|fsdp2} [GLOBAL_BATCH]``.
 Run by tests/training/test_trainer_distributed.py; also a single process (plain ``python``) for the reference.
+The workers import the checkout this file belongs to (asserted), not an installed ``hf_toponets``.
 
-``ddp``: TopoTrainer under torchrun with ``use_cpu=True`` (accelerate's MULTI_CPU, gloo).
+``ddp``: TopoTrainer under torchrun with ``use_cpu=True`` (accelerate's MULTI_CPU, gloo); ``ddp_ga``: the
+same global batch in two accumulation micro-steps per rank.
 ``fsdp2``: accelerate enables FSDP only on accelerators, so on CPU this applies torch's own
-``fully_shard`` (FSDP2) to each block and the root, and drives :class:`TopoHooks` (the exact
-mechanism TopoTrainer uses) by hand: a forward/backward/SGD step on sharded parameters.
+``fully_shard`` (FSDP2) to each block and the root of TopoTrainer's model and runs TopoTrainer's own
+``training_step`` (its ``compute_loss`` arms the hooks with the trainer's coefficient) on the sharded
+parameters, then an SGD step.
 """
 
 import os
 import sys
+from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: conftest
+TESTS = Path(__file__).resolve().parents[1]
+CHECKOUT = TESTS.parent
+sys.path[:0] = [str(CHECKOUT), str(TESTS)]  # this checkout's hf_toponets; tests/ for conftest
 
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import TrainingArguments  # noqa: E402
 
+import hf_toponets  # noqa: E402
 from test_trainer import token_dataset  # noqa: E402
 from conftest import tiny_gpt_neo  # noqa: E402
 from hf_toponets import TopoConfig, TopoTrainer  # noqa: E402
 
+assert Path(hf_toponets.__file__).resolve().is_relative_to(CHECKOUT), f"imported {hf_toponets.__file__}, not {CHECKOUT}"
 
-def fsdp2_step(out: str, global_batch: int) -> None:
+
+def trainer_for(out: str, per_device: int, accumulation: int, tau: float, padded: bool) -> TopoTrainer:
+    args = TrainingArguments(
+        output_dir=os.path.dirname(out) or ".", per_device_train_batch_size=per_device, max_steps=1,
+        gradient_accumulation_steps=accumulation, learning_rate=0.5, optim="sgd", lr_scheduler_type="constant",
+        max_grad_norm=0.0, report_to=[], save_strategy="no", logging_steps=1, seed=0, use_cpu=True, disable_tqdm=True,
+    )
+    return TopoTrainer(model=tiny_gpt_neo(seed=0), args=args, train_dataset=token_dataset(pad_some=padded),
+                       topo_config=TopoConfig(target_modules=["c_fc"], tau=tau))
+
+
+def fsdp2_step(out: str, global_batch: int, tau: float) -> None:
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
 
-    from hf_toponets import resolve_targets
-    from hf_toponets.core.hooks import TopoHooks
-
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    model = tiny_gpt_neo(seed=0)
-    config = TopoConfig(target_modules=["c_fc"], tau=2.0)
-    targets = resolve_targets(model, config)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    trainer = trainer_for(out, global_batch // world, 1, tau, padded=False)  # initialises the gloo group
+    model = trainer.model
     for block in model.transformer.h:
         fully_shard(block)
     fully_shard(model)
-    hooks = TopoHooks(targets, config)
-    hooks.coef, hooks.active = config.tau / len(targets), True
+    trainer.current_gradient_accumulation_steps = 1  # what train() sets before each step
     data = token_dataset()  # equal token counts per row: the mean of per-rank means is the global mean
     per_rank = global_batch // world
     ids = torch.tensor(data["input_ids"][rank * per_rank : (rank + 1) * per_rank])
-    loss = model(input_ids=ids, labels=ids).loss
-    loss.backward()  # FSDP2 reduce-scatters (averages) the gradients, the term's included
+    loss = trainer.training_step(model, {"input_ids": ids, "labels": ids})  # FSDP2 averages the gradients
     torch.optim.SGD(model.parameters(), lr=0.5).step()
     full = {n: p.full_tensor() for n, p in model.named_parameters() if "c_fc" in n}
     if rank == 0:
         save_file({n: t.detach().contiguous().clone() for n, t in full.items()}, out)
-        print("TOPO_LOG", float(sum(hooks.values.values())) / len(targets), loss.item(), type(model).__name__)
+        print("TOPO_LOG", trainer._topo_count, loss.item(), type(model).__name__)
     dist.destroy_process_group()
 
 
 def main(out: str, mode: str, global_batch: int = 8, tau: float = 2.0) -> None:
-    """``mode``: ``ddp`` / ``fsdp2`` as above; ``single`` is the one-process TopoTrainer reference."""
+    """``mode``: ``ddp`` / ``ddp_ga`` / ``fsdp2`` as above; ``single`` is the one-process TopoTrainer reference."""
     if mode == "fsdp2":
-        return fsdp2_step(out, global_batch)
+        return fsdp2_step(out, global_batch, tau)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    model = tiny_gpt_neo(seed=0)
-    args = TrainingArguments(
-        output_dir=os.path.dirname(out) or ".", per_device_train_batch_size=global_batch // world, max_steps=1,
-        learning_rate=0.5, optim="sgd", lr_scheduler_type="constant", max_grad_norm=0.0, report_to=[],
-        save_strategy="no", logging_steps=1, seed=0, use_cpu=True, disable_tqdm=True,
-    )
-    trainer = TopoTrainer(model=model, args=args, train_dataset=token_dataset(pad_some=mode == "ddp"),
-                          topo_config=TopoConfig(target_modules=["c_fc"], tau=tau))
+    accumulation = 2 if mode == "ddp_ga" else 1
+    trainer = trainer_for(out, global_batch // world // accumulation, accumulation, tau, padded=mode != "single_even")
     trainer.train()
     state = trainer.accelerator.get_state_dict(trainer.model)  # gathers FSDP shards (collective: every rank)
     if trainer.accelerator.is_main_process:

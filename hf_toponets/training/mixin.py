@@ -1,0 +1,211 @@
+"""TopoTrainerMixin: the topographic term, its logs, BLiMP at evaluation and TopoNet saving, for any Trainer.
+
+Mixed in front of ``transformers.Trainer`` or a subclass of it (TRL's ``SFTTrainer``, ``DPOTrainer``, ...)::
+
+    class TopoSFTTrainer(TopoTrainerMixin, SFTTrainer):
+        pass
+
+    trainer = TopoSFTTrainer(model=model, args=SFTConfig("out"), train_dataset=ds,
+                             topo_config=TopoConfig(target_modules=["c_fc"], tau=5.0))
+
+**The override point is** :meth:`compute_loss`. At the first micro-step of each optimizer step it arms
+:class:`~hf_toponets.core.hooks.TopoHooks` with ``coef = tau_t / n_layers`` (times the fp16 loss scale);
+the hooks attach each layer's term to its output during the forward that ``super().compute_loss`` runs,
+so its gradient joins the task gradient in the same backward. The weights do not change between the
+micro-steps of gradient accumulation, so attaching the term once per optimizer step gives exactly
+``tau * d mean_layers(TopoLoss) / dW`` per step, whatever the Trainer does to normalise the task loss,
+under DDP (every rank adds the same term, gradients are averaged), FSDP and activation checkpointing.
+The hooks stay armed until :meth:`training_step` returns, because checkpointing recomputes the forward
+(and with it the term) during backward. The returned loss, and so the logged ``loss`` and
+``eval_loss``, is the task loss alone; the objective minimised is ``loss + topo/tau * topo/loss``.
+
+A subclass that overrides ``compute_loss`` keeps the term as long as it calls ``super().compute_loss``
+or runs the model's forward after it (the mixin must come first in the bases).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from ..core.config import ADAPTER_CONFIG_FILE, TopoConfig
+from ..core.files import write_json_atomic
+from ..core.hooks import TopoHooks
+from ..core.metadata import attach_topo_config, read_topo_config
+from ..core.targets import resolve_targets
+from ..evaluation.blimp import blimp_log_metrics, evaluate_blimp
+from ..evaluation.blimp_data import load_blimp
+from ..hub.cards import TRAINING_KEYS
+from ..hub.folder import write_model_card
+from ..hub.push import push_folder
+
+BLIMP_FILE = "blimp_results.json"
+
+
+class TopoTrainerMixin:
+    """Adds ``topo_config``, ``blimp_data``, ``blimp_paradigms`` and ``model_card`` to a Trainer's arguments.
+
+    Without ``topo_config`` the model's own ``topo`` entry (a saved TopoNet) is used. The config,
+    with each target's sheet shape, is written into ``model.config.topo`` and so into every
+    checkpoint's ``config.json``.
+
+    ``blimp_data``: a folder of BLiMP ``<UID>.jsonl`` files, or ``"hub"`` for ``nyu-mll/blimp``;
+    when set, every evaluation also scores BLiMP (``blimp_paradigms``: a subset) with the
+    ``processing_class`` tokenizer. ``model_card``: card facts only the user knows (keys of
+    :data:`hf_toponets.hub.cards.TRAINING_KEYS`, e.g. ``datasets``, ``license``, ``base_model``).
+    """
+
+    def __init__(self, model=None, args=None, *trainer_args, topo_config: TopoConfig | None = None,
+                 blimp_data: str | None = None, blimp_paradigms: list[str] | None = None,
+                 model_card: dict | None = None, **kwargs):
+        name = type(self).__name__
+        if model is None:
+            raise ValueError(f"{name}: model is required (model_init is not supported)")
+        unknown = set(model_card or {}) - set(TRAINING_KEYS)
+        if unknown:
+            raise ValueError(f"{name}: model_card has unknown keys {sorted(unknown)}; valid: {sorted(TRAINING_KEYS)}")
+        if topo_config is not None and not isinstance(topo_config, TopoConfig):
+            raise ValueError(f"{name}: topo_config must be a TopoConfig, got {type(topo_config).__name__}")
+        super().__init__(model, args, *trainer_args, **kwargs)
+        model = self.model  # a model id given to a TRL trainer is loaded by now
+        stored = read_topo_config(model)  # raises when a loaded topo entry does not fit the weights
+        topo_config = topo_config or stored
+        if topo_config is None:
+            raise ValueError(f"{name}: pass topo_config=TopoConfig(target_modules=[...], tau=...); "
+                             f"{type(model).__name__}'s config has no 'topo' entry to train with")
+        self.topo_targets = resolve_targets(model, topo_config)  # the unwrapped model: train() wraps it later
+        self.topo_config = attach_topo_config(model, topo_config, self.topo_targets)
+        self.topo_hooks = TopoHooks(self.topo_targets, self.topo_config)
+        self.blimp_results: dict | None = None
+        self._blimp_pairs = None
+        if blimp_data is not None:
+            if self.processing_class is None:
+                raise ValueError(f"{name}: blimp_data needs the tokenizer; pass processing_class=tokenizer")
+            self._blimp_pairs = load_blimp(None if blimp_data == "hub" else blimp_data, blimp_paradigms)
+        self.model_card_info = dict(model_card or {})
+        self._topo_armed_at = None  # (state, global_step) of the optimizer step whose term is attached
+        self._topo_tau = 0.0
+        self._topo_sums: dict[str, torch.Tensor] = {}
+        self._topo_count = 0
+        self._topo_tau_sum = 0.0
+
+    # ---- the term -------------------------------------------------------------------------------
+    def current_tau(self) -> float:
+        """tau at the current optimizer step (the schedule is a function of ``state.global_step``)."""
+        return self.topo_config.tau_at(self.state.global_step)
+
+    def loss_scale(self) -> float:
+        """The factor the task loss is multiplied by before backward: fp16's dynamic loss scale, else 1."""
+        scaler = getattr(self.accelerator, "scaler", None)
+        return scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
+
+    def topo_coef(self, tau: float) -> float:
+        """The hooks' gradient weight: ``tau / n_layers * loss_scale`` (over nn.DataParallel replicas)."""
+        coef = tau / len(self.topo_targets)
+        if coef:
+            coef *= self.loss_scale()
+        return coef / max(1, self.args.n_gpu)  # nn.DataParallel replicas each add the term
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The task loss of ``super().compute_loss``; at an optimizer step's first micro-step its forward also
+        attaches the topographic term to the backward (see the module docstring)."""
+        step = (self.state, self.state.global_step)
+        armed = self._topo_armed_at
+        if model.training and torch.is_grad_enabled() and (armed is None or armed[0] is not step[0] or armed[1] != step[1]):
+            self._topo_armed_at, self._topo_tau = step, self.current_tau()
+            self.topo_hooks.set_coef(self.topo_coef(self._topo_tau), self.args.device)
+            self.topo_hooks.active = True
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    def training_step(self, *args, **kwargs):
+        try:
+            return super().training_step(*args, **kwargs)
+        finally:  # armed until now: activation checkpointing recomputes the term during backward
+            self.topo_hooks.active = False
+            values = self.topo_hooks.pop_values()
+            for name, value in values.items():
+                self._topo_sums[name] = self._topo_sums.get(name, 0.0) + value
+            if values:
+                self._topo_count += 1
+                self._topo_tau_sum += self._topo_tau
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self._topo_count:  # a training log: merge the topo metrics since the last one
+            per_layer = {name: float(total) / self._topo_count for name, total in self._topo_sums.items()}
+            logs["topo/loss"] = sum(per_layer.values()) / len(per_layer)
+            logs.update({f"topo/{name}": value for name, value in per_layer.items()})
+            logs["topo/tau"] = self._topo_tau_sum / self._topo_count
+            self._topo_sums, self._topo_count, self._topo_tau_sum = {}, 0, 0.0
+        super().log(logs, *args, **kwargs)
+
+    # ---- evaluation -----------------------------------------------------------------------------
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """``Trainer.evaluate`` (when there is an eval dataset), then BLiMP when ``blimp_data`` was given."""
+        metrics = {}
+        if eval_dataset is not None or self.eval_dataset is not None:
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if self._blimp_pairs is not None:
+            was_training = self.model.training
+            self.model.eval()
+            with torch.no_grad():
+                self.blimp_results = evaluate_blimp(self.model, self.processing_class, self._blimp_pairs,
+                                                    batch_size=self.args.per_device_eval_batch_size * 2,
+                                                    device=self.args.device, progress=False)
+            self.model.train(was_training)
+            blimp = blimp_log_metrics(self.blimp_results)
+            self.log(blimp)
+            metrics.update(blimp)
+        return metrics
+
+    # ---- saving, the card, the Hub --------------------------------------------------------------
+    def card_training_info(self) -> dict:
+        """What the card says about training: the user's ``model_card`` facts plus this run's."""
+        info = {"tau": self.topo_config.tau, "tau_schedule": self.topo_config.tau_schedule,
+                "max_steps": self.state.global_step}
+        if self.state.num_input_tokens_seen:
+            info["tokens_seen"] = int(self.state.num_input_tokens_seen)
+        return {**info, **self.model_card_info}
+
+    def _last_perplexity(self) -> float | None:
+        losses = [h["eval_loss"] for h in self.state.log_history if "eval_loss" in h]
+        return math.exp(losses[-1]) if losses and losses[-1] < 50 else None
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save weights and ``config.json`` (with its ``topo`` entry), BLiMP results and the model card."""
+        super().save_model(output_dir, _internal_call)
+        output_dir = output_dir or self.args.output_dir
+        if self.args.should_save and os.path.isfile(os.path.join(output_dir, "adapter_config.json")):
+            # a PEFT adapter (no config.json): the TopoConfig goes beside PEFT's adapter_config.json
+            write_json_atomic(os.path.join(output_dir, ADAPTER_CONFIG_FILE), self.topo_config.to_dict())
+        elif self.args.should_save and os.path.isfile(os.path.join(output_dir, "config.json")):
+            if self.blimp_results is not None:
+                write_json_atomic(os.path.join(output_dir, BLIMP_FILE), self.blimp_results)
+            # the card's inputs stay in the folder, so `hf-toponets card` re-renders it with them
+            self.state.save_to_json(os.path.join(output_dir, "trainer_state.json"))
+            self.create_model_card(output_dir=output_dir)
+
+    def create_model_card(self, output_dir: str | None = None, **ignored) -> None:
+        """Write the TopoNet card into ``output_dir`` (replaces Trainer's generic draft)."""
+        if not self.args.should_save:
+            return
+        perplexity = self._last_perplexity()
+        write_model_card(output_dir or self.args.output_dir, training=self.card_training_info(),
+                         results={} if perplexity is None else {"perplexity": perplexity}, model_id=self.hub_model_id)
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token: str | None = None,
+                    revision: str | None = None, private: bool | None = None, **kwargs):
+        """Save, then publish ``output_dir`` in one commit (safetensors, config with ``topo``, tokenizer, card, maps).
+
+        Returns :class:`hf_toponets.hub.push.PushResult` on the main process, ``None`` elsewhere.
+        """
+        self.save_model(_internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)  # Trainer's: names the repo <user>/<output_dir name>
+        return push_folder(self.args.output_dir, self.hub_model_id,
+                           private=bool(private if private is not None else self.args.hub_private_repo),
+                           revision=revision or self.args.hub_revision, token=token or self.args.hub_token,
+                           commit_message=commit_message)
