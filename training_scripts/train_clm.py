@@ -11,10 +11,21 @@ model), ``transformers.TrainingArguments``, :class:`hf_toponets.TopoConfig` and 
 first supplies values; flags after it override them. Without a YAML file,
 ``configs/default.yaml`` supplies them: a small GPT-Neo on CPython's help topics, with a tokenizer trained
 on them, written to ``outputs/toponet-default`` with its ``topo`` metadata and model card.
+
+Data: ``--dataset_name`` (a Hub dataset) or ``--data_files`` (local or remote parquet / json / text
+shards, e.g. ``"shards/*.parquet"`` or ``hf://datasets/USER/NAME/data/*.parquet``), streamed with
+``--streaming true``; tokenisation and packing run on the main process first (``main_process_first``),
+so the other ranks read its cache.
+
+Resume: ``--resume_from_checkpoint PATH`` continues from that checkpoint; ``--resume_from_checkpoint true``
+from the last ``checkpoint-*`` in ``output_dir``, or from scratch when there is none, so a preempted job
+restarted with the same command continues where its last save left it (weights, optimizer, scheduler,
+tau schedule, RNG and data order).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -23,6 +34,7 @@ from pathlib import Path
 
 import yaml
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
 
 from hf_toponets import TopoConfig, TopoTrainer
 from hf_toponets.training.data import embedded_corpus, pack_dataset, train_tokenizer
@@ -45,6 +57,9 @@ ARCHITECTURES = {
 class ScriptArguments:
     dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id; None: the embedded corpus (offline)."})
     dataset_config: str | None = field(default=None, metadata={"help": "Dataset config, e.g. '20231101.en'."})
+    data_files: list[str] | None = field(
+        default=None, metadata={"help": "Parquet/json/jsonl/txt/csv shards (paths, globs, hf:// or https URLs); "
+                                        "they replace dataset_name."})
     text_column: str = field(default="text", metadata={"help": "Column holding the raw text."})
     streaming: bool = field(default=False, metadata={"help": "Stream the dataset (needs max_steps)."})
     eval_blocks: int = field(default=64, metadata={"help": "Held-out blocks for eval_loss / perplexity."})
@@ -53,6 +68,8 @@ class ScriptArguments:
     tokenizer_vocab_size: int = field(default=2048, metadata={"help": "Vocabulary of the BPE trained when tokenizer_name is None."})
     model_name_or_path: str | None = field(default=None, metadata={"help": "Pretrained weights to fine-tune; None: train from scratch."})
     architecture: str = field(default="tiny-gpt-neo", metadata={"help": f"From scratch: one of {sorted(ARCHITECTURES)}."})
+    config_overrides: str | None = field(
+        default=None, metadata={"help": 'From scratch: JSON of config values replacing the architecture\'s, e.g. \'{"n_layer": 2}\'.'})
     blimp_data: str | None = field(default=None, metadata={"help": "BLiMP jsonl folder (or 'hub') to score at each evaluation."})
     blimp_paradigms: list[str] | None = field(default=None, metadata={"help": "BLiMP subset; None: all 67."})
     license: str | None = field(default=None, metadata={"help": "License for the model card."})
@@ -128,10 +145,13 @@ def build_datasets(script: ScriptArguments, tokenizer):
     """(train, eval) packed datasets; eval = the first ``eval_blocks`` blocks, kept out of training."""
     from datasets import Dataset, load_dataset
 
-    if script.dataset_name is None:
-        raw = Dataset.from_dict({"text": embedded_corpus()})
-    else:
+    if script.data_files:
+        raw = load_dataset(file_format(script.data_files), data_files=script.data_files, split="train",
+                           streaming=script.streaming)
+    elif script.dataset_name is not None:
         raw = load_dataset(script.dataset_name, script.dataset_config, split="train", streaming=script.streaming)
+    else:
+        raw = Dataset.from_dict({"text": embedded_corpus()})
     blocks = pack_dataset(raw, tokenizer, script.block_size, script.text_column)
     if script.streaming:
         return blocks.skip(script.eval_blocks), Dataset.from_list(list(blocks.take(script.eval_blocks)))
@@ -141,35 +161,67 @@ def build_datasets(script: ScriptArguments, tokenizer):
     return blocks.select(range(script.eval_blocks, len(blocks))), blocks.select(range(script.eval_blocks))
 
 
+FILE_FORMATS = {"parquet": "parquet", "json": "json", "jsonl": "json", "txt": "text", "text": "text", "csv": "csv"}
+
+
+def file_format(data_files: list[str]) -> str:
+    """The ``datasets`` builder of the shards, from their extension (one format for all)."""
+    suffixes = {Path(f.split("?")[0]).suffix.lstrip(".").lower() for f in data_files}
+    formats = {FILE_FORMATS.get(s) for s in suffixes}
+    if len(formats) != 1 or None in formats:
+        raise ValueError(f"data_files: give shards of one format among {sorted(FILE_FORMATS)} (by extension); "
+                         f"got extensions {sorted(suffixes)}")
+    return formats.pop()
+
+
+def resume_checkpoint(value: str | None, output_dir: str) -> str | None:
+    """``--resume_from_checkpoint``: a path as given; ``true``: the last checkpoint in ``output_dir`` (None if none)."""
+    if value is None or value.lower() == "false":
+        return None
+    if value.lower() != "true":
+        return value
+    last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+    logger.info("resuming from %s", last) if last else logger.info("no checkpoint in %s: training from scratch", output_dir)
+    return last
+
+
 def build_model(script: ScriptArguments, tokenizer):
     if script.model_name_or_path:
         return AutoModelForCausalLM.from_pretrained(script.model_name_or_path, use_safetensors=True)
     if script.architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {sorted(ARCHITECTURES)}, got {script.architecture!r}")
     model_type, kwargs = ARCHITECTURES[script.architecture]
+    if script.config_overrides:
+        overrides = json.loads(script.config_overrides)
+        if not isinstance(overrides, dict):
+            raise ValueError(f"config_overrides must be a JSON object, got {script.config_overrides!r}")
+        kwargs = {**kwargs, **overrides}
     config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                                   eos_token_id=tokenizer.eos_token_id, **kwargs)
     return AutoModelForCausalLM.from_config(config)
 
 
-def main(argv: list[str] | None = None) -> TopoTrainer:
+def main(argv: list[str] | None = None, callbacks: list | None = None) -> TopoTrainer:
+    """Parse ``argv`` (default ``sys.argv[1:]``), train, evaluate and save; ``callbacks``: extra TrainerCallbacks."""
     script, args, topo, lora = parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tokenizer = build_tokenizer(script)
-    train, held_out = build_datasets(script, tokenizer)
+    with args.main_process_first(desc="tokenize and pack"):  # the other ranks read the main process's cache
+        train, held_out = build_datasets(script, tokenizer)
     set_seed(args.seed)  # the Trainer seeds only after the model exists: seed its initialisation too
     model = build_model(script, tokenizer)
     if lora.use_peft:
         model = build_peft_model(model, lora, topo)
-    card = {"datasets": [script.dataset_name or "pydoc_data.topics (CPython help topics)"]}
+    card = {"datasets": list(script.data_files) if script.data_files else
+            [script.dataset_name or "pydoc_data.topics (CPython help topics)"]}
     if script.model_name_or_path:
         card["base_model"] = script.model_name_or_path
     if script.license:
         card["license"] = script.license
     trainer = TopoTrainer(model=model, args=args, train_dataset=train, eval_dataset=held_out, processing_class=tokenizer,
                           topo_config=topo, blimp_data=script.blimp_data, blimp_paradigms=script.blimp_paradigms,
-                          model_card=card)
-    trainer.train()
+                          model_card=card, callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=resume_checkpoint(args.resume_from_checkpoint, args.output_dir))
     metrics = trainer.evaluate()
     trainer.save_model()
     if lora.use_peft and trainer.is_world_process_zero():  # the adapter in output_dir, the merged TopoNet beside it

@@ -57,12 +57,16 @@ def pack_token_ids(documents: Iterable[list[int]], block_size: int, eos_id: int)
 def pack_dataset(dataset, tokenizer, block_size: int, text_column: str = "text"):
     """Tokenize and pack a ``datasets`` (Iterable)Dataset into ``{"input_ids", "labels"}`` blocks.
 
-    Works on streaming datasets: packing runs batch by batch (``map(batched=True)``), so a block
-    never spans two map batches (at most one partial block per 1000 documents is dropped).
+    Works on streaming datasets, with or without declared features (a stream read from data files
+    has ``column_names`` None): only ``text_column`` is kept before packing, so other columns never
+    have to match the number of blocks. Packing runs batch by batch (``map(batched=True)``), so a
+    block never spans two map batches (at most one partial block per 1000 documents is dropped).
     """
     if tokenizer.eos_token_id is None:
         raise ValueError("pack_dataset: the tokenizer has no EOS token to separate documents")
-    columns = dataset.column_names
+    columns = dataset.column_names  # None for a stream whose features are unknown
+    if columns is not None and text_column not in columns:
+        raise ValueError(f"pack_dataset: no column {text_column!r}; the dataset has {sorted(columns)}")
 
     def pack(batch):
         if text_column not in batch:
@@ -71,4 +75,4 @@ def pack_dataset(dataset, tokenizer, block_size: int, text_column: str = "text")
         blocks = list(pack_token_ids(ids, block_size, tokenizer.eos_token_id))
         return {"input_ids": blocks, "labels": [list(b) for b in blocks]}
 
-    return dataset.map(pack, batched=True, batch_size=1000, remove_columns=columns)
+    return dataset.select_columns([text_column]).map(pack, batched=True, batch_size=1000, remove_columns=[text_column])

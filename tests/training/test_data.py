@@ -52,3 +52,26 @@ def test_pack_dataset_errors(tokenizer):
         pack_dataset(Dataset.from_dict({"body": ["x"]}), tokenizer, 4)
     with pytest.raises(ValueError, match="vocab_size must be >= 300"):
         train_tokenizer(["x"], vocab_size=10)
+
+
+def stream_rows():
+    for i, text in enumerate(["alpha beta gamma", "delta", "epsilon zeta eta theta iota", "kappa lambda mu"]):
+        yield {"id": str(i), "url": f"https://example.org/{i}", "text": text}  # extra columns, as Wikipedia's
+
+
+@pytest.mark.parametrize("features", ["declared", "unknown"])
+def test_streaming_packs_like_the_map_style_dataset(tokenizer, features):
+    from datasets import IterableDataset
+
+    rows = list(stream_rows())
+    stream = (Dataset.from_list(rows).to_iterable_dataset(num_shards=2) if features == "declared"
+              else IterableDataset.from_generator(stream_rows))
+    assert (stream.column_names is None) == (features == "unknown")
+    packed = list(pack_dataset(stream, tokenizer, block_size=3))
+    expected = pack_dataset(Dataset.from_list(rows), tokenizer, block_size=3)
+    assert [r["input_ids"] for r in packed] == expected["input_ids"] and packed[0].keys() == {"input_ids", "labels"}
+
+
+def test_pack_dataset_names_a_missing_column_of_a_declared_stream(tokenizer):
+    with pytest.raises(ValueError, match="no column 'body'; the dataset has \\['id', 'text', 'url'\\]"):
+        pack_dataset(Dataset.from_list(list(stream_rows())).to_iterable_dataset(), tokenizer, 4, text_column="body")
