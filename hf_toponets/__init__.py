@@ -29,6 +29,7 @@ _EXPORTS = {
     "effective_dimensionality": "analysis.dimensionality",
     "TopoTrainer": "training.trainer",
     "TopoTrainerMixin": "training.mixin",
+    "topo_hooks": "core.hooks",
 }
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
@@ -50,6 +51,7 @@ if TYPE_CHECKING:  # static tools see the eager imports
     from .analysis.smoothness import smoothness
     from .conversion.downsample import downsample_model
     from .core.config import TopoConfig
+    from .core.hooks import topo_hooks
     from .core.loss import sheet_loss, sheet_losses, topo_loss, topo_losses
     from .core.sheet import sheet_shape, weight_to_sheet
     from .core.targets import TopoTarget, resolve_targets

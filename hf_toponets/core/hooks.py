@@ -15,15 +15,23 @@ scale changes every step.
 Recomputation under activation checkpointing runs the hooks again: without grad (the reentrant
 first pass) they do nothing; with grad they recompute the same term, whose value overwrites
 the stored one. Pure torch: no transformers import.
+
+For a hand-written loop (plain PyTorch, accelerate) :func:`topo_hooks` sets the hooks up and
+weights every training forward by ``tau / (n_layers * accumulation_steps)``.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
+from torch import nn
 
 from .config import TopoConfig
 from .loss import sheet_loss
-from .targets import TopoTarget, target_sheet
+from .metadata import read_topo_config
+from .targets import TopoTarget, check_trainable, resolve_targets, target_sheet
 
 
 class _AttachTerm(torch.autograd.Function):
@@ -99,3 +107,56 @@ class TopoHooks:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+class TopoLoopHooks(TopoHooks):
+    """:class:`TopoHooks` armed for a hand-written loop: every training forward is weighted by
+    ``coef = tau_t / (n_layers * accumulation_steps)``, ``tau_t`` the config's tau at optimizer step ``t``."""
+
+    def __init__(self, targets: dict[str, TopoTarget], config: TopoConfig, accumulation_steps: int, device):
+        super().__init__(targets, config)
+        self.n_layers, self.accumulation_steps, self.device = len(targets), accumulation_steps, device
+        self.set_step(0)
+        self.active = True
+
+    def set_step(self, step: int) -> None:
+        """Weight the following forwards with tau at optimizer step ``step`` (``TopoConfig.tau_schedule``)."""
+        self.set_coef(self.config.tau_at(step) / (self.n_layers * self.accumulation_steps), self.device)
+
+
+@contextlib.contextmanager
+def topo_hooks(model: nn.Module, topo_config: TopoConfig | None = None, accumulation_steps: int = 1) -> Iterator[TopoLoopHooks]:
+    """TopoLoss in a hand-written training loop: inside the block, every forward of ``model`` with grad
+    enabled adds ``tau / accumulation_steps * d mean_layers(TopoLoss) / dW`` to the weights' gradients in
+    the same backward as the task loss (whose value is unchanged). ``accumulation_steps`` forwards (the
+    micro-batches of one optimizer step, between which the weights do not move) thus apply exactly
+    ``tau * d mean_layers(TopoLoss) / dW`` per step, as :class:`~hf_toponets.TopoTrainer` does.
+
+    ``topo_config``: default, the model's ``topo`` entry (a saved TopoNet). Give the unwrapped model
+    (before ``accelerator.prepare`` or ``accelerator.unwrap_model(model)``): DDP averages gradients and
+    every rank adds the same term. The yielded :class:`TopoLoopHooks` offers ``set_step(step)`` (tau of a
+    ``tau_schedule`` at optimizer step ``step``) and ``pop_values()`` (each layer's term of the last forward).
+    Forwards under ``torch.no_grad()`` (evaluation) add nothing. The hooks are removed on exit.
+
+    >>> with topo_hooks(model, TopoConfig(target_modules=["c_fc"], tau=5.0), accumulation_steps=2) as topo:  # doctest: +SKIP
+    ...     for i, batch in enumerate(loader):
+    ...         topo.set_step(i // 2)                       # only needed with a tau_schedule
+    ...         accelerator.backward(model(**batch).loss / 2)
+    ...         if i % 2 == 1:
+    ...             optimizer.step(); optimizer.zero_grad()
+    ...             print(topo.pop_values())                # {"transformer.h.0.mlp.c_fc": tensor(0.93), ...}
+    """
+    if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps < 1:
+        raise ValueError(f"topo_hooks: accumulation_steps must be a positive int, got {accumulation_steps!r}")
+    config = topo_config if topo_config is not None else read_topo_config(model)
+    if config is None:
+        raise ValueError(f"topo_hooks: pass topo_config=TopoConfig(...); {type(model).__name__}'s config has no 'topo' entry")
+    targets = resolve_targets(model, config)
+    if config.tau > 0:
+        check_trainable(targets, "topo_hooks")
+    hooks = TopoLoopHooks(targets, config, accumulation_steps, next(model.parameters()).device)
+    try:
+        yield hooks
+    finally:
+        hooks.active = False
+        hooks.remove()

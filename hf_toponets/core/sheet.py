@@ -117,22 +117,29 @@ def unit_weight(module: nn.Module, name: str = "module") -> torch.Tensor:
 
     The only place that knows each layer type's orientation. ``Conv1D`` gives a transposed
     (non-contiguous) view; Linear and Conv2d give views of the parameter; a LoRA layer gives its
-    effective weight (a new tensor, differentiable in ``lora_A``, ``lora_B`` and DoRA's magnitude).
+    effective weight (a new float32 tensor, computed outside autocast, differentiable in ``lora_A``,
+    ``lora_B`` and DoRA's magnitude).
     """
     if not is_lora(module):
         return _plain_unit_weight(module, name)
     rows = _plain_unit_weight(module.base_layer, name)  # (n, d)
     if module.disable_adapters:
         return rows
+    with torch.autocast(rows.device.type, enabled=False):  # float32, as the loss: a bf16 autocast B A is ~0.4% off
+        return _lora_rows(module, rows.float(), name)
+
+
+def _lora_rows(module: nn.Module, rows: torch.Tensor, name: str) -> torch.Tensor:
+    """``W + s B A`` (DoRA: rescaled rows) over the active, unmerged adapters, float32."""
     for adapter in module.active_adapters:
         if adapter not in module.lora_A or adapter in module.merged_adapters:  # merged: already inside W
             continue
-        a, b = module.lora_A[adapter].weight, module.lora_B[adapter].weight  # (r, d...) and (n, r[, 1, 1])
+        a, b = module.lora_A[adapter].weight.float(), module.lora_B[adapter].weight.float()  # (r, d...), (n, r[, 1, 1])
         if isinstance(module.base_layer, nn.Conv2d) and module.base_layer.groups != 1:
             raise ValueError(f"{name}: LoRA on a grouped Conv2d (groups={module.base_layer.groups}) is not supported")
         rows = rows + module.scaling[adapter] * (b.flatten(1) @ a.flatten(1))  # W + s B A, (n, d)
         if getattr(module, "use_dora", {}).get(adapter, False):
-            magnitude = module.lora_magnitude_vector[adapter].weight.reshape(-1)  # (n,)
+            magnitude = module.lora_magnitude_vector[adapter].weight.reshape(-1).float()  # (n,)
             rows = rows * (magnitude / torch.linalg.vector_norm(rows, dim=1))[:, None]
         elif adapter in getattr(module, "lora_variant", {}):
             variant = type(module.lora_variant[adapter]).__name__

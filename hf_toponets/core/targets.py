@@ -178,6 +178,18 @@ def target_sheet(target: TopoTarget, name: str = "module") -> torch.Tensor:
     return to_sheet(rows, target.shape[:2])
 
 
+def check_trainable(targets: dict[str, TopoTarget], where: str = "TopoTrainer") -> None:
+    """``ValueError`` naming the targets whose weights (effective, gate included) have no trainable
+    parameter: their TopoLoss would take no step (e.g. a PEFT model whose LoRA adapters sit elsewhere)."""
+    frozen = [name for name, t in targets.items()
+              if not any(p.requires_grad for m in (t.module, t.partner) if m is not None for p in m.parameters())]
+    if frozen:
+        raise ValueError(
+            f"{where}: the topographic layers {frozen} have no trainable weight, so TopoLoss would not change them; "
+            "give them LoRA adapters (LoraConfig(target_modules=[...]) naming them) or unfreeze them"
+        )
+
+
 def example_layer_names(model: nn.Module, limit: int = 6) -> list[str]:
     """A few distinct supported-layer names, by their last component, for error messages."""
     root = topo_root(model)

@@ -34,7 +34,7 @@ from ..core.config import ADAPTER_CONFIG_FILE, TopoConfig
 from ..core.files import write_json_atomic
 from ..core.hooks import TopoHooks
 from ..core.metadata import attach_topo_config, read_topo_config
-from ..core.targets import resolve_targets
+from ..core.targets import check_trainable, resolve_targets
 from ..evaluation.blimp import blimp_log_metrics, evaluate_blimp
 from ..evaluation.blimp_data import load_blimp
 from ..hub.cards import TRAINING_KEYS
@@ -57,18 +57,18 @@ class TopoTrainerMixin:
     :data:`hf_toponets.hub.cards.TRAINING_KEYS`, e.g. ``datasets``, ``license``, ``base_model``).
     """
 
-    def __init__(self, model=None, args=None, *trainer_args, topo_config: TopoConfig | None = None,
-                 blimp_data: str | None = None, blimp_paradigms: list[str] | None = None,
-                 model_card: dict | None = None, **kwargs):
+    def __init__(self, *trainer_args, topo_config: TopoConfig | None = None, blimp_data: str | None = None,
+                 blimp_paradigms: list[str] | None = None, model_card: dict | None = None, **kwargs):
+        # positional arguments pass through in the base's own order (DPOTrainer's second one is ref_model)
         name = type(self).__name__
-        if model is None:
+        if (trainer_args[0] if trainer_args else kwargs.get("model")) is None:
             raise ValueError(f"{name}: model is required (model_init is not supported)")
         unknown = set(model_card or {}) - set(TRAINING_KEYS)
         if unknown:
             raise ValueError(f"{name}: model_card has unknown keys {sorted(unknown)}; valid: {sorted(TRAINING_KEYS)}")
         if topo_config is not None and not isinstance(topo_config, TopoConfig):
             raise ValueError(f"{name}: topo_config must be a TopoConfig, got {type(topo_config).__name__}")
-        super().__init__(model, args, *trainer_args, **kwargs)
+        super().__init__(*trainer_args, **kwargs)
         model = self.model  # a model id given to a TRL trainer is loaded by now
         stored = read_topo_config(model)  # raises when a loaded topo entry does not fit the weights
         topo_config = topo_config or stored
@@ -76,6 +76,8 @@ class TopoTrainerMixin:
             raise ValueError(f"{name}: pass topo_config=TopoConfig(target_modules=[...], tau=...); "
                              f"{type(model).__name__}'s config has no 'topo' entry to train with")
         self.topo_targets = resolve_targets(model, topo_config)  # the unwrapped model: train() wraps it later
+        if topo_config.tau > 0:
+            check_trainable(self.topo_targets, name)  # a frozen target (PEFT froze the base) would take no step
         self.topo_config = attach_topo_config(model, topo_config, self.topo_targets)
         self.topo_hooks = TopoHooks(self.topo_targets, self.topo_config)
         self.blimp_results: dict | None = None

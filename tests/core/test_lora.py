@@ -121,3 +121,15 @@ def test_unsupported_wrappers_are_named(adapter, match):
         pattern = ["wte"]
     with pytest.raises(ValueError, match=match):
         resolve_targets(model, TopoConfig(target_modules=pattern))
+
+
+def test_autocast_does_not_touch_the_effective_weight():
+    """The composition W + s B A runs in float32 like the loss (a bf16 B A was 0.4% off under TRL's autocast)."""
+    model = lora(tiny_gpt_neo(), ["c_fc"])
+    params = [p for p in model.parameters() if p.requires_grad]
+    plain = torch.autograd.grad(topo_loss(model, TopoConfig(target_modules=["c_fc"])), params)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the forward under autocast, backward outside (as Trainer does)
+        loss = topo_loss(model, TopoConfig(target_modules=["c_fc"]))
+    cast = torch.autograd.grad(loss, params)
+    for a, b in zip(cast, plain):
+        assert torch.equal(a, b)

@@ -92,3 +92,12 @@ def test_a_saved_toponet_trains_on_as_lora_without_topo_config(tmp_path):
     trainer.train()
     logged = [h for h in trainer.state.log_history if "topo/transformer.h.0.mlp.c_fc" in h]
     assert logged
+
+
+def test_a_frozen_target_is_refused(tmp_path):
+    model = get_peft_model(tiny_gpt_neo(), LoraConfig(target_modules=["c_proj"]))  # adapters elsewhere: c_fc frozen
+    with pytest.raises(ValueError, match=r"TopoTrainer: the topographic layers \['transformer\.h\.0\.mlp\.c_fc', "
+                                         r"'transformer\.h\.1\.mlp\.c_fc'\] have no trainable weight"):
+        TopoTrainer(model=model, args=args(tmp_path), train_dataset=token_dataset(), topo_config=TOPO)
+    TopoTrainer(model=model, args=args(tmp_path), train_dataset=token_dataset(),
+                topo_config=TopoConfig(target_modules=["c_fc"], tau=0.0))  # tau = 0 only measures: allowed
