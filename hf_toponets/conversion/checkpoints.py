@@ -14,14 +14,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 
 import torch
 
 from ..core.config import TopoConfig
+from ..core.files import atomic_path
 from ..core.metadata import attach_topo_config
 from ..core.scan import compare_targets, scan_layers
 from ..core.version import __version__
@@ -72,8 +71,8 @@ def _build(fmt: str, source: SourceCheckpoint, num_heads: int | None):
         model = nanogpt.build_model(state, model_args)
         return model, lambda x: nanogpt.reference_logits(state, model_args, x), nanogpt.example_input(model.config, generator)
     if fmt == "vit":
-        heads = vit.num_heads_for(source.model_name, num_heads)
-        model = vit.build_model(state, heads)
+        model = vit.build_model(state, source.model_name, num_heads)
+        heads = model.config.num_attention_heads
         return model, lambda x: vit.reference_logits(state, heads, x), vit.example_input(model.config, generator)
     model = resnet.build_model(state)
     return model, lambda x: resnet.reference_logits(state, x), resnet.example_input(model.config, generator)
@@ -134,18 +133,11 @@ def _write_folder(output_dir: str, model, processor) -> None:
     """Save model, processor and card into a temporary folder beside ``output_dir``, then rename it."""
     from ..hub.cards import write_model_card
 
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
-    try:
+    with atomic_path(output_dir, folder=True) as tmp:
         model.save_pretrained(tmp)
         if processor is not None:
             processor.save_pretrained(tmp)
         write_model_card(tmp)
-        os.replace(tmp, output_dir)  # onto a missing or empty folder
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def convert_checkpoint(path: str | os.PathLike, output_dir: str | os.PathLike, format: str | None = None,

@@ -27,6 +27,7 @@ FORMAT = "nanogpt"
 DEFAULT_TARGETS = ["c_fc"]  # the paper: TopoLoss on every block's mlp.c_fc
 TRANSPOSED = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # nn.Linear (out, in) -> Conv1D (in, out)
 LAYER_NORMS = ("ln_1", "ln_2")
+MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")  # nanoGPT's GPTConfig
 
 
 def is_nanogpt(state: dict[str, torch.Tensor]) -> bool:
@@ -51,6 +52,10 @@ def drop_causal_masks(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 def gpt2_config(state: dict[str, torch.Tensor], model_args: dict) -> GPT2Config:
     """The GPT-2 config of a nanoGPT state dict; sizes from the tensors, the head count from ``model_args``."""
+    unknown = sorted(set(model_args) - set(MODEL_ARGS))
+    if unknown:
+        raise ValueError(f"convert_checkpoint: nanogpt model_args has keys {unknown} that nanoGPT's GPTConfig "
+                         f"{list(MODEL_ARGS)} does not: a nanoGPT variant whose forward the converter does not know")
     vocab_size, n_embd = state["transformer.wte.weight"].shape
     n_positions = state["transformer.wpe.weight"].shape[0]
     n_layer = count_indexed(state, "transformer.h.", ".attn.c_attn.weight")

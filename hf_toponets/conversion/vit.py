@@ -98,11 +98,15 @@ def vit_weights(state: dict[str, torch.Tensor], n_layers: int) -> dict[str, torc
     return out
 
 
-def build_model(state: dict[str, torch.Tensor], num_heads: int) -> ViTForImageClassification:
-    """A ``ViTForImageClassification`` holding a torchvision ViT state dict's weights (in eval mode)."""
+def build_model(state: dict[str, torch.Tensor], model_name: str | None = None,
+                num_heads: int | None = None) -> ViTForImageClassification:
+    """A ``ViTForImageClassification`` holding a torchvision ViT state dict's weights (in eval mode).
+
+    The head count: ``num_heads``, else that of the torchvision ``model_name`` (see :func:`num_heads_for`).
+    """
     n_layers = count_indexed(state, LAYER, ".self_attention.in_proj_weight")
     check_keys(state, _source_keys(max(n_layers, 1)), FORMAT)
-    config = vit_config(state, num_heads)
+    config = vit_config(state, num_heads_for(model_name, num_heads))
     model = ViTForImageClassification(config)
     load_weights(model, vit_weights(state, n_layers), FORMAT)
     return model.eval()

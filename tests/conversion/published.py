@@ -248,3 +248,46 @@ class TinyResNet(nn.Module):
 def save_resnet(model: TinyResNet, path) -> None:
     """FFCV's ``torch.save(model.state_dict())``."""
     torch.save(model.state_dict(), path)
+
+
+# ----------------------------------------------------------------------------- trained-looking topography
+
+
+@torch.no_grad()
+def make_topographic(layer: nn.Module, seed: int = 0) -> None:
+    """Give a Linear/Conv2d the weights of a perfect TopoNet layer: each unit's weight vector a bilinear
+    blend of four random corner vectors by its place on the ``h x w`` sheet (TopoLoss close to 0)."""
+    from hf_toponets.core.sheet import sheet_shape
+
+    rows = layer.weight.flatten(1)  # (units, d)
+    (h, w), d = sheet_shape(rows.shape[0]), rows.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    a, b, c, e = (rows.std() * torch.randn(d, generator=g) for _ in range(4))
+    r, s = torch.linspace(0, 1, h)[:, None, None], torch.linspace(0, 1, w)[None, :, None]
+    sheet = (1 - r) * (1 - s) * a + (1 - r) * s * b + r * (1 - s) * c + r * s * e  # (h, w, d)
+    layer.weight.copy_(sheet.reshape(layer.weight.shape))
+
+
+def topographic_nanogpt(seed: int = 0, **kwargs) -> NanoGPT:
+    """A nanoGPT whose every ``mlp.c_fc`` looks trained with TopoLoss (the paper's targets)."""
+    model = NanoGPT(seed=seed, **kwargs)
+    for i, block in enumerate(model.transformer.h):
+        make_topographic(block.mlp.c_fc, seed + i)
+    return model
+
+
+def topographic_vit(seed: int = 0, **kwargs) -> TinyViT:
+    """A ViT whose every ``mlp.3`` looks trained with TopoLoss (the paper's targets)."""
+    model = TinyViT(seed=seed, **kwargs)
+    for i, layer in enumerate(model.encoder.layers):
+        make_topographic(layer.mlp[3], seed + i)
+    return model.eval()
+
+
+def topographic_resnet(seed: int = 0, **kwargs) -> TinyResNet:
+    """A BlurPool ResNet whose every convolution inside a residual block looks trained with TopoLoss."""
+    model = TinyResNet(seed=seed, **kwargs)
+    convs = [m for name, m in model.named_modules() if name.startswith("layer") and isinstance(m, nn.Conv2d)]
+    for i, conv in enumerate(convs):
+        make_topographic(conv, seed + i)
+    return model
