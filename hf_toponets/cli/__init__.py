@@ -1,7 +1,7 @@
 """``hf-toponets <verb>``: thin argument parsing over the library's functions.
 
 One module per verb group (``loss``, ``publish``: card and push, ``downsample``: downsample and sweep,
-``analyze``, ``blimp``). Each verb has an ``add_<verb>(subparsers)`` that declares its arguments and
+``analyze``, ``blimp``, ``convert``). Each verb has an ``add_<verb>(subparsers)`` that declares its arguments and
 sets ``func`` to a ``run_<verb>(args)`` that calls the library. Heavy imports stay inside the
 ``run_*`` functions so that ``--help`` is instant.
 """
@@ -13,11 +13,12 @@ import sys
 
 from .analyze import add_analyze
 from .blimp import add_blimp
+from .convert import add_convert
 from .downsample import add_downsample, add_sweep
 from .loss import add_loss
 from .publish import add_card, add_push
 
-VERBS = [add_loss, add_card, add_push, add_downsample, add_sweep, add_analyze, add_blimp]
+VERBS = [add_loss, add_card, add_push, add_downsample, add_sweep, add_analyze, add_blimp, add_convert]
 
 
 def build_parser() -> argparse.ArgumentParser:

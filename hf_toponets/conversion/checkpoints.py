@@ -24,12 +24,12 @@ from ..core.files import atomic_path
 from ..core.metadata import attach_topo_config
 from ..core.scan import compare_targets, scan_layers
 from ..core.version import __version__
+from ..hub.cards import SOURCE_KEY
 from . import nanogpt, resnet, vit
 from .source import FORMATS, SourceCheckpoint, detect_format, read_checkpoint, tau_from_name
 
 logger = logging.getLogger(__name__)
 
-SOURCE_KEY = "topo_source"  # the config.json entry holding where a converted model came from
 DEFAULT_TARGETS = {"nanogpt": nanogpt.DEFAULT_TARGETS, "vit": vit.DEFAULT_TARGETS, "resnet": resnet.DEFAULT_TARGETS}
 TOLERANCE = 1e-3  # largest accepted |converted - source| logit difference, relative to max(1, max |source logit|)
 EVAL_CROP, EVAL_RESIZE = 224, 256  # the ImageNet evaluation transform: resize the short side to 256, crop 224
@@ -131,7 +131,7 @@ def _prepare_language_model(model, tokenizer) -> None:
 
 def _write_folder(output_dir: str, model, processor) -> None:
     """Save model, processor and card into a temporary folder beside ``output_dir``, then rename it."""
-    from ..hub.cards import write_model_card
+    from ..hub.folder import write_model_card
 
     with atomic_path(output_dir, folder=True) as tmp:
         model.save_pretrained(tmp)

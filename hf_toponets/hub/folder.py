@@ -18,7 +18,7 @@ from huggingface_hub import ModelCard
 
 from ..core.config import CONFIG_KEY, TopoConfig
 from ..core.files import write_text_atomic
-from .cards import MARKER, RESULT_KEYS, TRAINING_KEYS, check_keys, check_results, render_card
+from .cards import MARKER, RESULT_KEYS, SOURCE_KEY, TRAINING_KEYS, check_keys, check_results, render_card
 from .loading import model_task
 
 
@@ -102,5 +102,6 @@ def write_model_card(folder: str | os.PathLike, training: dict | None = None, re
                          "(save it with attach_topo_config, or publish it as a plain model)")
     results = {**found["results"], **results}
     card = render_card(config[CONFIG_KEY], config.get("model_type", "unknown"), model_id=model_id or found["model_id"],
-                       training={**found["training"], **training}, task=model_task(config), **results)
+                       training={**found["training"], **training}, task=model_task(config),
+                       source=config.get(SOURCE_KEY), **results)
     return write_text_atomic(output, str(card))

@@ -249,7 +249,7 @@ def test_refusals_leave_nothing_behind(tmp_path, capsys, case):
 
 
 def test_a_failure_while_writing_leaves_nothing_behind(tmp_path, monkeypatch):
-    import hf_toponets.hub.cards as cards
+    import hf_toponets.hub.folder as cards
 
     save_resnet(topographic_resnet(), tmp_path / "tau_1.0.pt")
     monkeypatch.setattr(cards, "write_model_card", lambda folder: (_ for _ in ()).throw(OSError("disk full")))
