@@ -7,6 +7,7 @@ The public names below are imported on first use (PEP 562), so that ``import hf_
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING
 
 from .core.version import __version__
@@ -25,6 +26,8 @@ _EXPORTS = {
     "evaluate_blimp": "evaluation.blimp",
     "perplexity": "evaluation.perplexity",
     "downsample_model": "conversion.downsample",
+    "convert_checkpoint": "conversion.checkpoints",
+    "scan_layers": "core.scan",
     "smoothness": "analysis.smoothness",
     "effective_dimensionality": "analysis.dimensionality",
     "TopoTrainer": "training.trainer",
@@ -32,6 +35,13 @@ _EXPORTS = {
     "topo_hooks": "core.hooks",
 }
 __all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+# Converted BlurPool ResNets load with transformers' Auto classes once hf_toponets.conversion is imported (it
+# registers them). When transformers is already loaded, `import hf_toponets` does that too, at the price of
+# torch; otherwise it stays lazy and hf_toponets' own loaders (CLI, convert) import it before they load.
+if "transformers" in sys.modules:
+    importlib.import_module(".conversion", __name__)
 
 
 def __getattr__(name: str):
@@ -49,10 +59,12 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # static tools see the eager imports
     from .analysis.dimensionality import effective_dimensionality
     from .analysis.smoothness import smoothness
+    from .conversion.checkpoints import convert_checkpoint
     from .conversion.downsample import downsample_model
     from .core.config import TopoConfig
     from .core.hooks import topo_hooks
     from .core.loss import sheet_loss, sheet_losses, topo_loss, topo_losses
+    from .core.scan import scan_layers
     from .core.sheet import sheet_shape, weight_to_sheet
     from .core.targets import TopoTarget, resolve_targets
     from .evaluation.blimp import evaluate_blimp

@@ -83,7 +83,15 @@ def folder_files(folder: str | Path, allow_plain: bool = False) -> list[str]:
     _check_topo(folder, found["config"], allow_plain)
     if pickles:
         logger.info("not publishing pickle files %s (safetensors weights only)", pickles)
-    return [p for p in paths if _matches(p, ALLOW_PATTERNS)]
+    code = _auto_map_modules(found["config"])
+    return [p for p in paths if _matches(p, ALLOW_PATTERNS) or p in code]
+
+
+def _auto_map_modules(config: dict) -> set[str]:
+    """The top-level ``<module>.py`` files that config.json's ``auto_map`` names (``"module.Class"``): the code
+    ``trust_remote_code=True`` users load, e.g. a converted BlurPool ResNet's ``blurpool_resnet.py``."""
+    refs = (config.get("auto_map") or {}).values()
+    return {f"{ref.rsplit('.', 1)[0]}.py" for ref in refs if isinstance(ref, str) and "--" not in ref and ref.count(".") == 1}
 
 
 def _check_topo(folder: Path, config: dict, allow_plain: bool) -> None:

@@ -264,3 +264,23 @@ def test_refuses_a_non_empty_output_dir(tmp_path):
     with pytest.raises(ValueError, match="exists and is not an empty folder"):
         convert_checkpoint(tmp_path / "tau_1.0.pt", tmp_path / "out")
     assert os.listdir(tmp_path / "out") == ["keep.txt"]
+
+
+def test_push_publishes_a_converted_blurpool_resnet_with_its_code_and_processor(online, tmp_path):
+    from conftest import ALICE
+    from hf_toponets.hub.push import push_folder
+    from huggingface_hub import ModelCard
+
+    source = topographic_resnet()
+    save_resnet(source, tmp_path / "all_topo_tau_5.0.pt")
+    convert_quietly(tmp_path / "all_topo_tau_5.0.pt", tmp_path / "converted")
+    result = push_folder(tmp_path / "converted", "alice/topo-resnet18", token=ALICE)
+    assert {"blurpool_resnet.py", "preprocessor_config.json", "model.safetensors", "config.json", "README.md"} <= set(
+        result.files)
+    model = AutoModelForImageClassification.from_pretrained("alice/topo-resnet18").eval()
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images).logits, source(images), rtol=0, atol=1e-4)
+    card = ModelCard.load("alice/topo-resnet18")
+    assert card.data.pipeline_tag == "image-classification"
+    assert "## Source / conversion" in card.text and "all_topo_tau_5.0.pt" in card.text
