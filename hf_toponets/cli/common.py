@@ -6,6 +6,7 @@ from __future__ import annotations
 def load_model(path_or_repo: str, device: str = "cpu", dtype: str = "float32"):
     """A causal LM or image classifier from a folder or Hub repo (its Auto class from config.json;
     safetensors only, no remote code)."""
+    from .. import conversion  # noqa: F401  (registers the BlurPool ResNet of converted checkpoints)
     from ..hub.loading import load_pretrained
 
     return load_pretrained(path_or_repo, device, dtype)

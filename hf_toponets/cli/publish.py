@@ -36,6 +36,7 @@ def add_push(sub) -> None:
 def run_push(args) -> int:
     from huggingface_hub.errors import HfHubHTTPError
 
+    from .. import conversion  # noqa: F401  (registers the BlurPool ResNet: push builds the architecture)
     from ..hub.push import push_folder
 
     try:  # the token comes from HF_TOKEN or `hf auth login`, never from the command line

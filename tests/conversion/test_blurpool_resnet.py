@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,6 +73,22 @@ def test_save_and_load_with_the_auto_classes(tmp_path):
         torch.testing.assert_close(loaded(x).logits, model(x).logits, rtol=0, atol=0)
 
 
+def _run(script: str, cwd, env: dict) -> None:
+    done = subprocess.run([sys.executable, "-c", script], cwd=cwd, env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_plain_auto_classes_after_import_hf_toponets(tmp_path):
+    tiny().save_pretrained(tmp_path / "model")
+    _run("from transformers import AutoModelForImageClassification\n"
+         "import hf_toponets  # after transformers: registers the BlurPool ResNet\n"
+         f"m = AutoModelForImageClassification.from_pretrained({str(tmp_path / 'model')!r})\n"
+         "assert type(m).__module__ == 'hf_toponets.conversion.blurpool_resnet', type(m).__module__\n"
+         "print('ok')\n", cwd=Path(__file__).resolve().parents[2], env={})  # this checkout's hf_toponets
+
+
 @pytest.mark.slow
 def test_trust_remote_code_loads_it_without_hf_toponets(tmp_path):
     model = tiny()
@@ -91,7 +108,4 @@ def test_trust_remote_code_loads_it_without_hf_toponets(tmp_path):
 
         "print('ok')\n"
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    _run(script, cwd=tmp_path, env={"HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""})
