@@ -165,12 +165,12 @@ def convert_checkpoint(path: str | os.PathLike, output_dir: str | os.PathLike, f
     model, reference, inputs = _build(fmt, source, num_heads)
     tok = _tokenizer(tokenizer, fmt, getattr(model.config, "vocab_size", None))
     stored = attach_topo_config(model, TopoConfig(target_modules=targets or DEFAULT_TARGETS[fmt], tau=tau))
+    diff = logit_difference(model, reference, inputs)
     scan = scan_layers(model, stored.factor_h, stored.factor_w, stored.interpolation)
     disagreement = compare_targets(scan, stored.sheets)
     if disagreement:
         warnings.warn(f"convert_checkpoint: the layer scan disagrees with the targets {stored.target_modules!r}: "
                       f"{disagreement}", stacklevel=2)
-    diff = logit_difference(model, reference, inputs)
     setattr(model.config, SOURCE_KEY, {
         "file": os.path.basename(path), "sha256": source.sha256, "format": fmt, "container": source.container,
         "converter": f"hf_toponets {__version__}", "logit_max_abs_diff": diff,

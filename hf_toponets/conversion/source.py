@@ -33,7 +33,7 @@ TAU_IN_NAME = re.compile(r"tau_(\d+(?:\.\d*)?)\.pt$")  # tau_50.0.pt, all_topo_t
 
 @dataclass
 class SourceCheckpoint:
-    """What a checkpoint file holds: its state dict (wrapper prefixes stripped) and the metadata beside it."""
+    """What a checkpoint file holds: its state dict (wrapper prefixes stripped, floats as float32) and its metadata."""
 
     path: str = field(metadata={"help": "The file read."})
     sha256: str = field(metadata={"help": "Hex SHA-256 of the file's bytes."})
@@ -92,7 +92,8 @@ def read_checkpoint(path: str | os.PathLike) -> SourceCheckpoint:
         keys = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
         raise ValueError(f"convert_checkpoint: {path} is not a nanoGPT train.py checkpoint, a torchvision reference-"
                          f"trainer checkpoint or a state dict of tensors (it holds {keys}); unknown format")
-    return SourceCheckpoint(path, file_sha256(path), strip_prefixes(state), container, model_args, model_name)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in strip_prefixes(state).items()}  # float32 models
+    return SourceCheckpoint(path, file_sha256(path), state, container, model_args, model_name)
 
 
 def detect_format(state: dict[str, torch.Tensor]) -> str:

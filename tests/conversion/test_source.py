@@ -84,3 +84,11 @@ def test_unknown_architecture_and_bad_files(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="junk.pt"):
         read_checkpoint(tmp_path / "junk.pt")
+
+
+def test_half_precision_weights_are_read_as_float32(tmp_path):
+    model = TinyResNet()
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, tmp_path / "h.pt")
+    state = read_checkpoint(tmp_path / "h.pt").state
+    assert state["fc.weight"].dtype == torch.float32 and state["bn1.num_batches_tracked"].dtype == torch.int64
+    assert torch.equal(state["fc.weight"], model.fc.weight.half().float())
