@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .loss import sheet_losses
-from .sheet import is_supported, layer_sheet_shape, weight_to_sheet
+from .sheet import is_lora, is_supported, layer_sheet_shape, weight_to_sheet
 
 
 @torch.no_grad()
@@ -26,11 +26,16 @@ def scan_layers(model: nn.Module, factor_h: float = 3.0, factor_w: float = 3.0,
                 interpolation: str = "bilinear") -> dict[str, float]:
     """``{module name: TopoLoss}`` of every supported layer whose sheet is at least the blur factors, in model order.
 
+    A PEFT LoRA layer counts once, with its effective weight (not its ``base_layer`` and adapters apart).
+
     Same loss as training (:func:`~hf_toponets.core.loss.sheet_losses`): ``1 - mean_u cos(X_u, B(X)_u)``,
     in [0, 2]; lower is more topographic.
     """
-    names, sheets = [], []
+    names, sheets, inside = [], [], ""
     for name, module in model.named_modules():
+        if inside and name.startswith(inside):  # a LoRA layer's base_layer / lora_A / lora_B: scored as one layer
+            continue
+        inside = f"{name}." if is_lora(module) else inside
         if name and is_supported(module):
             h, w, _ = layer_sheet_shape(module, name)
             if h >= factor_h and w >= factor_w:

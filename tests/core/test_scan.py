@@ -62,3 +62,15 @@ def test_smooth_layer_scores_lowest():
 def test_compare_targets(targets, expected):
     message = compare_targets({"a": 0.1, "b": 0.2, "c": 0.9}, targets)
     assert message is None if expected is None else message.startswith(expected)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # peft asks transformers a deprecated question
+def test_a_lora_layer_counts_once_with_its_effective_weight():
+    peft = pytest.importorskip("peft")
+    model = tiny_gpt2()
+    config = peft.LoraConfig(target_modules=["c_fc"], r=4, init_lora_weights=False, fan_in_fan_out=True)
+    lora = peft.get_peft_model(model, config)
+    scan = {name.removeprefix("base_model.model."): v for name, v in scan_layers(lora).items()}
+    merged = scan_layers(lora.merge_and_unload())  # oracle: PEFT's own merge W + s B A
+    assert list(scan) == list(merged)  # no base_layer / lora_A / lora_B entries
+    assert scan == pytest.approx(merged, rel=1e-5)
