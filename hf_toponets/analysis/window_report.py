@@ -21,7 +21,7 @@ import os
 import torch
 
 from ..core.files import write_json_atomic
-from .metrics import MAX_UNITS, correlation_curve, pair_correlations, sample_units
+from .smoothness import MAX_UNITS, correlation_curve, pair_correlations, sample_units
 from .plots import plot_sheet_maps, plot_sweep
 from .windows import LayerWindows
 
@@ -32,7 +32,7 @@ CURVES_FILE = "windows/theta_median.png"
 def map_smoothness(values: torch.Tensor, shape: tuple[int, int], max_units: int = MAX_UNITS, seed: int = 0) -> float | None:
     """Smoothness of a scalar map ``values (h * w,)`` on an ``(h, w)`` sheet (nan cells left out).
 
-    TDANN's correlation-vs-distance curve (:func:`.metrics.correlation_curve`) with, for a pair
+    TDANN's correlation-vs-distance curve (:func:`.smoothness.correlation_curve`) with, for a pair
     ``(i, j)``, the product ``z_i z_j`` of the standardised values ``z = (x - mean) / std`` in place
     of a response correlation: its mean at distance ``d`` is the map's spatial autocorrelation
     (correlogram). ``max - min`` of the binned curve: about 0 for a shuffled map, higher for a
@@ -81,7 +81,7 @@ def write_windows(windows: dict[str, LayerWindows], output_dir: str | os.PathLik
                         os.path.join(out_dir, map_file), cmap="viridis", symmetric=False)
         result["maps"][name] = map_file
         curves[name] = (list(range(max_delta + 1)), theta_median.tolist())
-    plot_sweep(curves, os.path.join(out_dir, CURVES_FILE), xlabel="Delta (words between the swap and the target)",
-               ylabel="median normalised window theta_norm", title="Integration windows: median over units")
+    plot_sweep({"median over units of theta_norm[Delta]": curves}, os.path.join(out_dir, CURVES_FILE),
+               xlabel="Delta (words from the swapped word back to the target)")
     write_json_atomic(os.path.join(out_dir, "windows.json"), result)
     return result
