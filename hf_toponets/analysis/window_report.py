@@ -6,11 +6,12 @@
                                   "yoking": [...], "theta_median": [theta_norm[0], ..., theta_norm[max_delta]],
                                   "n_excluded": int, "smoothness": {"a": float | null, "b": ..., "c": ..., "yoking": ...}}},
      "max_delta": 20, "n_sequences": N,
-     "maps": {"<module name>": "windows/<file>.png"}, "curves": "windows/theta_median.png"}
+     "maps": {"<module name>": "maps/windows_<module name>.png"}, "curves": "maps/windows_theta_median.png"}
 
 Per-unit lists are in unit order, with null for excluded units (and for every unit's ``yoking``
 without sentences). ``n_excluded``, ``smoothness``, ``maps`` and ``curves`` come on top of the
-issue's schema. A map's **smoothness** is :func:`map_smoothness`.
+issue's schema. A map's **smoothness** is :func:`map_smoothness`. The PNGs sit under ``maps/`` beside
+``analyze``'s, so that a model folder's card shows them and ``hf-toponets push`` publishes them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .plots import plot_sheet_maps, plot_sweep
 from .windows import LayerWindows
 
 MAPS = {"a": "a: power-law exponent", "b": "b: exponential rate", "c": "c: power-law weight", "yoking": "yoking index"}
-CURVES_FILE = "windows/theta_median.png"
+CURVES_FILE = "maps/windows_theta_median.png"
 
 
 def map_smoothness(values: torch.Tensor, shape: tuple[int, int], max_units: int = MAX_UNITS, seed: int = 0) -> float | None:
@@ -76,7 +77,7 @@ def write_windows(windows: dict[str, LayerWindows], output_dir: str | os.PathLik
             "n_excluded": int(w.excluded.sum()),
             "smoothness": {key: map_smoothness(getattr(w, key), w.sheet) for key in MAPS},
         }
-        map_file = f"windows/{name}.png"
+        map_file = f"maps/windows_{name}.png"
         plot_sheet_maps({f"{name}\n{MAPS[k]}": v.reshape(w.sheet) for k, v in maps.items()},
                         os.path.join(out_dir, map_file), cmap="viridis", symmetric=False)
         result["maps"][name] = map_file

@@ -7,7 +7,7 @@ from .common import load_model, read_texts
 
 def add_windows(sub) -> None:
     p = sub.add_parser("windows", help="Temporal integration windows of every unit (word swaps, the eq. 3 fit, "
-                                       "sentence yoking): DIR/windows.json and DIR/windows/*.png.")
+                                       "sentence yoking): DIR/windows.json and DIR/maps/windows_*.png.")
     p.add_argument("--model", required=True, help="Folder or Hub repo id of a saved causal LM (its tokenizer alongside).")
     p.add_argument("--data", help="A folder of BLiMP <UID>.jsonl files (their grammatical sentences), or a text file or "
                                   "folder of .txt files (its prose sentences); default: the embedded corpus.")
@@ -20,7 +20,7 @@ def add_windows(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="Seeds the choice of sentences and of swap words.")
     p.add_argument("--tokenizer", help="Tokenizer folder or repo id; default: --model's.")
     p.add_argument("--device", choices=["cpu", "cuda"], help="Default: cuda when available.")
-    p.add_argument("--output", required=True, help="Folder for windows.json and windows/.")
+    p.add_argument("--output", required=True, help="Folder for windows.json and maps/ (the model's folder: its card shows them).")
     p.set_defaults(func=run_windows)
 
 
@@ -68,5 +68,5 @@ def run_windows(args) -> int:
         medians = [float(getattr(w, key).nanmedian()) for key in ("a", "b", "c", "r2", "yoking")]
         print(f"{name:<{width}}  {int(w.excluded.sum()):>8}  " + "  ".join(f"{m:>6.3f}" for m in medians[:4])
               + f"  {medians[4]:>7.3f}  {smooth}")
-    print(f"medians over units; wrote {args.output}/windows.json and {len(result['maps']) + 1} PNGs under {args.output}/windows")
+    print(f"medians over units; wrote {args.output}/windows.json and {len(result['maps']) + 1} PNGs under {args.output}/maps")
     return 0

@@ -8,6 +8,7 @@ card is :mod:`hf_toponets.hub.folder`.
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ RESULT_KEYS = {
     "blimp": "hf-toponets blimp --output format: {overall, phenomena: {name: acc}, paradigms: {uid: {accuracy, n}}}.",
     "metrics": "hf-toponets analyze metrics.json: {layers: {name: {sheet, smoothness_*, effective_dim}}, maps, curves, n_samples}.",
     "perplexity": "Held-out perplexity exp(eval_loss).",
+    "windows": "hf-toponets windows windows.json: {layers: {name: {sheet, a, b, c, r2, yoking, theta_median, "
+               "smoothness}}, max_delta, n_sequences, maps, curves}.",
 }
 
 
@@ -209,9 +212,48 @@ def _source_section(source: dict, sheets: dict) -> dict:
     }
 
 
+def check_windows(topo: TopoConfig, windows: dict | None, source: str = "results") -> None:
+    """Raise ``ValueError`` unless ``windows`` (``windows.json``) names only layers of ``topo.sheets``, each with
+    its ``[h, w]``, and its maps are PNG files directly under ``maps/``."""
+    if windows is None:
+        return
+    if not isinstance(windows, dict) or not isinstance(windows.get("layers", {}), dict):
+        raise ValueError(f"{source}: windows results must be a JSON object with a 'layers' object")
+    sheets = topo.sheets or {}
+    for name, row in {**windows.get("layers", {}), **(windows.get("maps") or {})}.items():
+        if name not in sheets:
+            raise ValueError(f"{source}: windows name the layer {name!r}, which is not topographic in this model; "
+                             f"its topo sheets are {sorted(sheets)}")
+        if isinstance(row, dict) and list(row.get("sheet") or []) != list(sheets[name][:2]):
+            raise ValueError(f"{source}: windows give {name} a sheet {row.get('sheet')} (h, w) but the model's topo "
+                             f"entry says {sheets[name][:2]}; the windows belong to another model")
+    for path in [*(windows.get("maps") or {}).values(), *([windows["curves"]] if windows.get("curves") else [])]:
+        parts = Path(path).parts
+        if len(parts) != 2 or parts[0] != "maps" or not path.endswith(".png"):
+            raise ValueError(f"{source}: windows map {path!r} must be a PNG file directly under maps/")
+
+
+def _windows_section(windows: dict) -> dict:
+    """Per layer: the median over units of a, b, c, R^2 and the yoking index, and each map's smoothness."""
+    def median(values):
+        kept = [v for v in values or [] if v is not None]
+        return statistics.median(kept) if kept else None
+
+    rows = []
+    for name, row in windows.get("layers", {}).items():
+        smooth = row.get("smoothness") or {}
+        rows.append([f"`{name}`", *(_fmt(median(row.get(key))) for key in ("a", "b", "c", "r2", "yoking")),
+                     " / ".join(_fmt(smooth.get(key), 2) for key in ("a", "b", "c", "yoking"))])
+    header = ["Layer", "a (power law)", "b (exponential)", "c (power-law weight)", "R²", "Yoking index",
+              "Map smoothness a / b / c / yoking"]
+    return {"table": {"header": header, "rows": rows}, "n_sequences": windows.get("n_sequences"),
+            "max_delta": windows.get("max_delta"), "maps": list((windows.get("maps") or {}).items()),
+            "curves": windows.get("curves")}
+
+
 def render_card(topo: dict, model_type: str, *, model_id: str | None = None, training: dict | None = None,
                 blimp: dict | None = None, metrics: dict | None = None, perplexity: float | None = None,
-                task: str = "text-generation", source: dict | None = None) -> ModelCard:
+                task: str = "text-generation", source: dict | None = None, windows: dict | None = None) -> ModelCard:
     """A TopoNet's model card from plain data.
 
     ``topo``: the ``topo`` entry of ``config.json`` (sheets filled in); ``model_type``: config.json's;
@@ -219,7 +261,8 @@ def render_card(topo: dict, model_type: str, *, model_id: str | None = None, tra
     ``blimp``/``metrics``: see :data:`RESULT_KEYS`; ``perplexity``: held-out ``exp(eval_loss)``;
     ``task``: the Hub pipeline tag, ``"text-generation"`` or ``"image-classification"``
     (:func:`hf_toponets.hub.loading.model_task`); ``source``: config.json's ``topo_source`` of a converted
-    checkpoint (fields :data:`SOURCE_FIELDS`), shown as a "Source / conversion" block.
+    checkpoint (fields :data:`SOURCE_FIELDS`), shown as a "Source / conversion" block; ``windows``: see
+    :data:`RESULT_KEYS`.
 
     >>> topo = TopoConfig(target_modules=["c_fc"]).with_sheets({"h.0.mlp.c_fc": [8, 16, 32]}).to_dict()
     >>> card = render_card(topo, "gpt2", blimp={"overall": 0.7})
@@ -233,6 +276,7 @@ def render_card(topo: dict, model_type: str, *, model_id: str | None = None, tra
         raise ValueError("render_card: topo has no sheets; save the model with attach_topo_config first")
     training = check_keys(training, TRAINING_KEYS, "render_card training")
     check_results(config, blimp, metrics, source="render_card")
+    check_windows(config, windows, source="render_card")
     if perplexity is not None and not (isinstance(perplexity, (int, float)) and math.isfinite(perplexity) and perplexity >= 1):
         raise ValueError(f"render_card: perplexity must be a finite number >= 1, got {perplexity!r}")
     datasets = list(training.get("datasets") or [])
@@ -262,5 +306,6 @@ def render_card(topo: dict, model_type: str, *, model_id: str | None = None, tra
         smoothness=_smoothness_section(metrics) if metrics else None,
         maps=list(maps.items()), curves=(metrics or {}).get("curves"),
         source=_source_section(source, config.sheets) if source else None,
+        windows=_windows_section(windows) if windows else None,
         auto_class="AutoModelForCausalLM" if task == "text-generation" else "AutoModelForImageClassification",
     )

@@ -1,7 +1,7 @@
 """A saved model folder: what it says about itself (checked), and writing its model card.
 
 :func:`read_model_folder` gathers the inputs a folder holds (``config.json`` with its ``topo`` entry,
-``blimp_results.json``, ``metrics.json``, ``trainer_state.json``, a previously generated card);
+``blimp_results.json``, ``metrics.json``, ``windows.json``, ``trainer_state.json``, a previously generated card);
 :func:`write_model_card` renders them with :func:`hf_toponets.hub.cards.render_card` and writes
 ``README.md`` atomically.
 """
@@ -18,7 +18,7 @@ from huggingface_hub import ModelCard
 
 from ..core.config import CONFIG_KEY, TopoConfig
 from ..core.files import write_text_atomic
-from .cards import MARKER, RESULT_KEYS, SOURCE_KEY, TRAINING_KEYS, check_keys, check_results, render_card
+from .cards import MARKER, RESULT_KEYS, SOURCE_KEY, TRAINING_KEYS, check_keys, check_results, check_windows, render_card
 from .loading import model_task
 
 
@@ -56,7 +56,7 @@ def read_model_folder(folder: str | os.PathLike) -> dict:
 
     ``config``: config.json; ``model_id``: from a previous generated card; ``training``: from that card, then
     trainer_state.json;
-    ``results``: from trainer_state.json, then blimp_results.json and metrics.json (later sources win).
+    ``results``: from trainer_state.json, then blimp_results.json, metrics.json and windows.json (later sources win).
     Raises ``ValueError`` for a folder without config.json or a results file that does not fit the model.
     """
     folder = Path(folder)
@@ -70,16 +70,18 @@ def read_model_folder(folder: str | os.PathLike) -> dict:
     if (folder / "trainer_state.json").is_file():
         state_training, results = _from_trainer_state(_read_json(folder / "trainer_state.json"))
         training.update(state_training)
-    for key, name in (("blimp", "blimp_results.json"), ("metrics", "metrics.json")):
+    for key, name in (("blimp", "blimp_results.json"), ("metrics", "metrics.json"), ("windows", "windows.json")):
         if (folder / name).is_file():
             results[key] = _read_json(folder / name)
     if CONFIG_KEY in config:
         topo = TopoConfig.from_dict(config[CONFIG_KEY])
         check_results(topo, results.get("blimp"), results.get("metrics"), source=str(folder))
-    metrics = results.get("metrics") or {}
-    for path in [*(metrics.get("maps") or {}).values(), *([metrics["curves"]] if metrics.get("curves") else [])]:
-        if not (folder / path).is_file():
-            raise ValueError(f"{folder / 'metrics.json'} shows the map {path}, which is not in {folder}")
+        check_windows(topo, results.get("windows"), source=str(folder))
+    for key, name in (("metrics", "metrics.json"), ("windows", "windows.json")):
+        shown = results.get(key) or {}
+        for path in [*(shown.get("maps") or {}).values(), *([shown["curves"]] if shown.get("curves") else [])]:
+            if not (folder / path).is_file():
+                raise ValueError(f"{folder / name} shows the map {path}, which is not in {folder}")
     return {"config": config, "model_id": previous.get("model_id"), "training": training, "results": results}
 
 

@@ -303,3 +303,39 @@ def test_cli_bad_input(saved, tmp_path, capsys):
     assert "need 5 sentences of 6 words, the data has 1" in capsys.readouterr().err
     assert main(args + ["--data", str(tmp_path / "missing")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_the_card_shows_the_windows_of_the_folder(saved, tmp_path):
+    """windows.json written into the model's folder: write_model_card's card gains the section, its maps exist."""
+    import shutil
+
+    from hf_toponets.hub.folder import write_model_card
+
+    folder = tmp_path / "model"
+    shutil.copytree(saved / "model", folder)
+    plain = write_model_card(folder).read_text()
+    assert "## Temporal integration windows" not in plain
+    assert main(["windows", "--model", str(folder), "--output", str(folder), "--max-delta", "8", "--n-sequences", "2",
+                 "--sentence-length", "6", "--n-sentences", "3"]) == 0
+    card = write_model_card(folder).read_text()
+    assert "## Temporal integration windows" in card and "None" not in card
+    for name in ("transformer.h.0.mlp.c_fc", "transformer.h.1.mlp.c_fc"):
+        assert f"(maps/windows_{name}.png)" in card and (folder / f"maps/windows_{name}.png").is_file()
+    assert "(maps/windows_theta_median.png)" in card
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda w: w["layers"].update({"h.9.c_fc": {"sheet": [8, 16]}}), "not topographic in this model"),
+    (lambda w: w["layers"]["transformer.h.0.mlp.c_fc"].update({"sheet": [4, 32]}), "belong to another model"),
+    (lambda w: w.update({"curves": "elsewhere/curve.png"}), "directly under maps/"),
+])
+def test_the_card_refuses_windows_of_another_model(saved, tmp_path, edit, message):
+    from hf_toponets.hub.cards import render_card
+
+    config = json.loads((saved / "model" / "config.json").read_text())
+    windows = {"layers": {"transformer.h.0.mlp.c_fc": {"sheet": [8, 16], "a": [1.0] * 128}}, "max_delta": 8,
+               "n_sequences": 2, "maps": {}, "curves": None}
+    assert "## Temporal integration windows" in str(render_card(config["topo"], "gpt_neo", windows=windows))
+    edit(windows)
+    with pytest.raises(ValueError, match=message):
+        render_card(config["topo"], "gpt_neo", windows=windows)
