@@ -61,7 +61,7 @@ def fit_windows(theta: torch.Tensor, max_iter: int = 60) -> WindowFit:
     """Fit eq. 3 to every row of ``theta (N, K + 1)`` (``theta[:, D]`` at ``D = 0 .. K``, finite).
 
     Runs on ``theta``'s device, ``max_iter`` Levenberg-Marquardt steps at most per block of units
-    (fewer once no start's loss falls by more than 1e-12 of its value in a step).
+    (fewer once no start's loss falls by more than 1e-9 of its value in a step).
     """
     if theta.ndim != 2 or theta.shape[1] < 3 or theta.shape[0] == 0:
         raise ValueError(f"fit_windows: theta must be (n_units >= 1, max_delta + 1 >= 3), got shape {tuple(theta.shape)}")
@@ -124,7 +124,7 @@ def _levenberg_marquardt(y, p, delta, max_iter):
     """Projected LM from starts ``p (M, 3)`` on curves ``y (M, K)``: final ``(p, loss)``.
 
     Only the starts still moving are computed: a start stops once an accepted step lowers its loss
-    by less than 1e-12 of it, or once ``lam`` has grown past 1e8 (about ten refused steps running).
+    by less than 1e-9 of it, or once ``lam`` has grown past 1e8 (about ten refused steps running).
     """
     lo, hi = (torch.tensor(v, dtype=torch.float64, device=y.device) for v in (LOWER, UPPER))
     loss = ((_curves(delta, p)[0] - y) ** 2).sum(1)
@@ -138,7 +138,7 @@ def _levenberg_marquardt(y, p, delta, max_iter):
         p[live] = torch.where(better[:, None], candidate, p_live)
         loss[live] = torch.where(better, new, old)
         lam[live] = torch.where(better, lam[live] / 3, lam[live] * 4)
-        live = live[~((better & (old - new <= 1e-12 * old)) | (lam[live] > 1e8))]
+        live = live[~((better & (old - new <= 1e-9 * old)) | (lam[live] > 1e8))]
         if len(live) == 0:
             break
     return p, loss
