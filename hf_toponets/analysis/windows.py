@@ -155,7 +155,7 @@ def swap_sums(model, tokenizer, sequences, modules: dict[str, nn.Module], n_delt
             original[name], words, positions = words[0], words[1:], positions[1:]
         if name not in sums:
             sums[name] = torch.zeros(n_delta, length, words.shape[-1], dtype=torch.float64, device=device)
-        _add_band(sums[name], (words - original[name]).abs_(), positions)
+        _add_band(sums[name], words, original[name], positions)
 
     def batches():
         rng = random.Random(seed)
@@ -192,14 +192,16 @@ def _pad_batch(encoded, bos_token_id: int | None, n_words: int) -> tuple[torch.T
     return ids, average / average.sum(2, keepdim=True)
 
 
-def _add_band(band: torch.Tensor, diff: torch.Tensor, positions: torch.Tensor) -> None:
-    """``band[Delta, s + Delta] += diff[i, s + Delta]`` for each copy ``i`` swapped at ``s = positions[i]``."""
+def _add_band(band: torch.Tensor, words: torch.Tensor, original: torch.Tensor, positions: torch.Tensor) -> None:
+    """``band[Delta, t] += |words[i, t] - original[t]|`` at ``t = s + Delta`` for each copy ``i`` swapped at
+    ``s = positions[i]``: ``words (k, L, n_units)``, ``original (L, n_units)``; only the band is computed."""
     n_delta, length = band.shape[:2]
     delta = torch.arange(n_delta, device=band.device)
     target = positions[:, None] + delta[None, :]  # (k, n_delta)
     keep = target < length
-    rows = torch.arange(len(positions), device=band.device)[:, None].expand_as(target)
-    band.index_put_((delta.expand_as(target)[keep], target[keep]), diff[rows[keep], target[keep]].double(), accumulate=True)
+    rows = torch.arange(len(positions), device=band.device)[:, None].expand_as(target)[keep]
+    t = target[keep]
+    band.index_put_((delta.expand_as(target)[keep], t), (words[rows, t] - original[t]).abs_().double(), accumulate=True)
 
 
 def window_theta(sums: torch.Tensor, max_delta: int, dead_tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
