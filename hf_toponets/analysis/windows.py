@@ -88,7 +88,7 @@ def integration_windows(
     >>> windows = integration_windows(model, tokenizer, sentence_sequences(sentences), sentence_length=8)  # doctest: +SKIP
     >>> windows["transformer.h.5.mlp.c_fc"].theta_median  # doctest: +SKIP
     """
-    length = _check_sequences(sequences, max_delta, sentence_length)
+    _check_sequences(sequences, max_delta, sentence_length)
     if batch_size < 1:
         raise ValueError(f"integration_windows: batch_size must be >= 1, got {batch_size}")
     modules = analysis_layers(model, layers)

@@ -56,7 +56,7 @@ def sentence_sequences(
     """``n_sequences`` word sequences, each of ``n_sentences`` distinct sentences of exactly
     ``sentence_length`` words (:func:`sentence_words`) drawn (seeded) from ``sentences``. Each sequence draws anew, so a
     sentence may come back in another sequence, as in the authors' code (which drew the context
-    sentences with replacement); a large pool (BLiMP has 7,833 sentences of 8 words) makes that rare.
+    sentences with replacement); a large pool (BLiMP has 7,850 distinct sentences of 8 words) makes that rare.
 
     >>> sentence_sequences(["A b c.", "D e f.", "G h."], sentence_length=3, n_sentences=2, n_sequences=1)
     [['d', 'e', 'f', 'a', 'b', 'c']]
