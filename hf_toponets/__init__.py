@@ -30,6 +30,7 @@ _EXPORTS = {
     "scan_layers": "core.scan",
     "smoothness": "analysis.smoothness",
     "effective_dimensionality": "analysis.dimensionality",
+    "integration_windows": "analysis.windows",
     "TopoTrainer": "training.trainer",
     "TopoTrainerMixin": "training.mixin",
     "topo_hooks": "core.hooks",
@@ -59,6 +60,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # static tools see the eager imports
     from .analysis.dimensionality import effective_dimensionality
     from .analysis.smoothness import smoothness
+    from .analysis.windows import integration_windows
     from .conversion.checkpoints import convert_checkpoint
     from .conversion.downsample import downsample_model
     from .core.config import TopoConfig
