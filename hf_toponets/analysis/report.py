@@ -24,12 +24,12 @@ from tqdm.auto import tqdm
 from .activations import collect_activations
 from ..core.config import TopoConfig
 from ..core.files import write_json_atomic
-from ..core.metadata import read_topo_config
+from ..core.metadata import read_topo_config, stored_targets
 from .dimensionality import check_samples, effective_dimensionality_from_covariance, leading_component
-from .smoothness import covariance_smoothness_curve, weight_smoothness_curve
+from .smoothness import covariance_smoothness_curve, smoothness_curve
 from .plots import plot_correlation_curves, plot_sheet_maps
-from ..core.sheet import layer_sheet_shape, n_units, unit_weight
-from ..core.targets import resolve_targets
+from ..core.sheet import layer_sheet_shape, n_units
+from ..core.targets import TopoTarget, resolve_targets, target_sheet, topo_root
 
 CURVES_FILE = "maps/correlation_vs_distance.png"
 
@@ -45,7 +45,7 @@ def analysis_layers(model: nn.Module, layers: list[str] | None = None) -> dict[s
                 f"{type(model).__name__} has no 'topo' entry in its config (not saved by hf_toponets): "
                 "name the layers to measure, e.g. --layers c_fc"
             )
-        return {name: model.get_submodule(name) for name in topo.sheets}
+        return {name: topo_root(model).get_submodule(name) for name in topo.sheets}
     targets = resolve_targets(model, TopoConfig(target_modules=list(layers)))
     if topo is not None:
         outside = [name for name in targets if name not in topo.sheets]
@@ -68,8 +68,14 @@ def analyze(
     under ``output_dir``; return the metrics dict. ``input_ids (n, t)``: held-out sequences for
     the activation metrics (smoothness and effective dimensionality of the layers' outputs)."""
     modules = analysis_layers(model, layers)
+    topo = read_topo_config(model)
+    sheets = stored_targets(model, topo) if topo is not None else {}  # a gated pair's sheet is [gate_u | up_u]
     acts = None
     if input_ids is not None:
+        fused = [name for name in modules if name in sheets and sheets[name].partner is modules[name]]
+        if fused:
+            raise ValueError(f"activation metrics of fused gate/up layers {fused} are not supported (their outputs are "
+                             "gate and up halves); measure the weights only (no data)")
         if input_ids.ndim != 2 or input_ids.numel() == 0:
             raise ValueError(f"input_ids must be a non-empty (n, t) tensor of token ids, got shape {tuple(input_ids.shape)}")
         for name, module in modules.items():  # fail before the forward passes, not after
@@ -80,8 +86,10 @@ def analyze(
     result = {"layers": {}, "maps": {}, "curves": None, "n_samples": None if input_ids is None else len(input_ids)}
     curves = {}
     for name, module in tqdm(modules.items(), desc="layers", unit="layer", disable=not progress):
-        h, w, d = layer_sheet_shape(module, name)
-        weights = weight_smoothness_curve(module, name)
+        target = sheets.get(name, TopoTarget(module, layer_sheet_shape(module, name)))
+        h, w, d = target.shape
+        rows = target_sheet(target, name).detach().reshape(h * w, d)
+        weights = smoothness_curve(rows)
         entry = {"sheet": [h, w, d], "smoothness_weights": weights.smoothness,
                  "smoothness_activations": None, "effective_dim": None}
         curves[f"{name} (weights)"] = (weights.distances, weights.correlations)
@@ -93,7 +101,7 @@ def analyze(
             curves[f"{name} (activations)"] = (activations.distances, activations.correlations)
         result["layers"][name] = entry
         map_file = f"maps/{name}.png"
-        pc1 = leading_component(unit_weight(module, name)).reshape(h, w)
+        pc1 = leading_component(rows).reshape(h, w)
         plot_sheet_maps({f"{name}\n1st principal component of the weights": pc1}, os.path.join(out_dir, map_file))
         result["maps"][name] = map_file
     plot_correlation_curves(curves, os.path.join(out_dir, CURVES_FILE))
