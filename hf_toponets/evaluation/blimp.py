@@ -7,17 +7,19 @@ starts with ``p`` it is its own prefix. With ``x = [p] + enc(" " + s)`` (``n + 1
     ll(s) = sum_{t=1..n} log softmax(f(x_{<t}))[x_t]        (log-softmax in float32)
 
 A pair is correct when ``ll(good) >= ll(bad)`` (ties count: 7 published pairs are identical).
-Paradigm accuracy = mean over its pairs; phenomenon = mean of its paradigms' accuracies; overall =
-unweighted mean of the paradigm accuracies. Sequences longer than the model's context ``L`` keep
+Paradigm accuracy = mean over its pairs, with the harness's ``acc_stderr``
+``sqrt(p (1 - p) / (n - 1))`` (the sample standard deviation over sqrt(n)); phenomenon = mean of its
+paradigms' accuracies; overall = unweighted mean of the paradigm accuracies. Sequences longer than the model's context ``L`` keep
 their last ``L + 1`` tokens, the harness's window ``x[-(L+1):]`` (input ``[:-1]``, targets ``[1:]``).
 
 >>> result = evaluate_blimp(model, tokenizer, "../shared/data/blimp", paradigms="passive_1")  # doctest: +SKIP
->>> result["paradigms"]["passive_1"], blimp_log_metrics(result)["blimp/overall"]  # doctest: +SKIP
-({'accuracy': 0.871, 'n': 1000}, 0.871)
+>>> result["paradigms"]["passive_1"], blimp_log_metrics(result)["blimp_overall"]  # doctest: +SKIP
+({'accuracy': 0.871, 'n': 1000, 'stderr': 0.0106}, 0.871)
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from statistics import fmean
@@ -28,6 +30,7 @@ from transformers import GenerationMixin
 
 from .blimp_data import PHENOMENA, BlimpPair, load_blimp, resolve_paradigms
 from .prefix_scoring import score_sequences
+from .sharding import score_across_ranks, unsharded
 
 DEFAULT_CONTEXT_LENGTH = 2048  # the harness's fallback when neither config nor tokenizer gives one
 _CONTEXT_ATTRS = ("n_positions", "max_position_embeddings", "n_ctx")  # the harness's order
@@ -43,6 +46,7 @@ def evaluate_blimp(
     device: str | torch.device | None = None,
     per_pair: bool = False,
     progress: bool = True,
+    across_ranks: bool = False,
 ) -> dict:
     """BLiMP accuracy of a causal LM: overall, per phenomenon (12) and per paradigm (67).
 
@@ -50,9 +54,11 @@ def evaluate_blimp(
     the output of :func:`load_blimp` (load once, evaluate often). ``paradigms``: a subset by name.
     ``batch_size``: sequences per forward pass (a pair's two sentences always share one).
     ``device``: where to run (the model is moved there); default the model's own.
+    ``across_ranks``: call on every rank of an initialised process group (DDP or FSDP2 model); each rank
+    scores a share of the sequences and all return the whole result, equal to one process's.
 
     Returns ``{"overall": float, "phenomena": {name: float}, "paradigms": {uid: {"accuracy", "n"}},
-    "n_pairs": int}`` plus, with ``per_pair``, ``"pairs": {uid: [{"pair_id", "ll_good", "ll_bad"}]}``.
+    "n_pairs": int}`` (a paradigm's ``"stderr"`` is None below 2 pairs) plus, with ``per_pair``, ``"pairs": {uid: [{"pair_id", "ll_good", "ll_bad"}]}``.
     """
     check_causal_lm(model)
     if not isinstance(batch_size, int) or batch_size < 2:
@@ -70,7 +76,7 @@ def evaluate_blimp(
     flat = [pair for uid in pairs for pair in pairs[uid]]
     encoded = encode_sentences(tokenizer, [s for pair in flat for s in (pair.good, pair.bad)])
     lls = score_pairs(model, list(zip(encoded[0::2], encoded[1::2])), batch_size,
-                      context_length(model, tokenizer), progress)
+                      context_length(model, tokenizer), progress, across_ranks)
     scored, rows = iter(lls), {}
     for uid, uid_pairs in pairs.items():
         rows[uid] = [{"pair_id": p.pair_id, "ll_good": g, "ll_bad": b} for p, (g, b) in zip(uid_pairs, scored)]
@@ -80,10 +86,13 @@ def evaluate_blimp(
     return result
 
 
-def blimp_log_metrics(result: dict) -> dict[str, float]:
-    """``{"blimp/overall": ..., "blimp/<phenomenon>": ...}`` from :func:`evaluate_blimp`'s result, for logging."""
-    metrics = {"blimp/overall": result["overall"]}
-    metrics.update({f"blimp/{name}": value for name, value in result["phenomena"].items()})
+def blimp_log_metrics(result: dict, prefix: str = "") -> dict[str, float]:
+    """``{"<prefix>blimp_overall": ..., "<prefix>blimp_<phenomenon>": ...}`` from :func:`evaluate_blimp`'s result.
+
+    TopoTrainer logs them with ``prefix="eval_"``, so ``metric_for_best_model="blimp_overall"`` finds them.
+    """
+    metrics = {f"{prefix}blimp_overall": result["overall"]}
+    metrics.update({f"{prefix}blimp_{name}": value for name, value in result["phenomena"].items()})
     return metrics
 
 
@@ -92,10 +101,7 @@ def aggregate(pairs: Mapping[str, list[dict]]) -> dict:
 
     Only phenomena with at least one evaluated paradigm appear.
     """
-    paradigms = {
-        uid: {"accuracy": fmean(r["ll_good"] >= r["ll_bad"] for r in rows), "n": len(rows)}
-        for uid, rows in pairs.items()
-    }
+    paradigms = {uid: _accuracy(rows) for uid, rows in pairs.items()}
     phenomena = {
         name: fmean(paradigms[uid]["accuracy"] for uid in uids if uid in paradigms)
         for name, uids in PHENOMENA.items()
@@ -107,6 +113,11 @@ def aggregate(pairs: Mapping[str, list[dict]]) -> dict:
         "paradigms": paradigms,
         "n_pairs": sum(p["n"] for p in paradigms.values()),
     }
+
+
+def _accuracy(rows: list[dict]) -> dict:
+    p, n = fmean(r["ll_good"] >= r["ll_bad"] for r in rows), len(rows)
+    return {"accuracy": p, "n": n, "stderr": math.sqrt(p * (1 - p) / (n - 1)) if n > 1 else None}
 
 
 def check_causal_lm(model: nn.Module) -> None:
@@ -154,8 +165,8 @@ def context_length(model: nn.Module, tokenizer) -> int:
 
 
 def score_pairs(model: nn.Module, pairs: list[tuple[list[int], list[int]]], batch_size: int,
-                max_length: int, progress: bool = True) -> list[tuple[float, float]]:
-    """``(ll(good), ll(bad))`` per pair of encoded sequences; each distinct sequence runs once."""
+                max_length: int, progress: bool = True, across_ranks: bool = False) -> list[tuple[float, float]]:
+    """``(ll(good), ll(bad))`` per pair of encoded sequences; each distinct sequence runs once (on one rank)."""
     window = max_length + 1  # the harness's left truncation: keep the last L + 1 tokens
     keys = [(tuple(good[-window:]), tuple(bad[-window:])) for good, bad in pairs]
     index: dict[tuple[int, ...], int] = {}
@@ -168,7 +179,12 @@ def score_pairs(model: nn.Module, pairs: list[tuple[list[int], list[int]]], batc
     model.eval()
     try:
         batches = pack_batches(groups, [len(x) for x in sequences], batch_size)
-        scores = score_sequences(model, sequences, batches, progress)
+        with unsharded(model):  # FSDP2: full parameters on every rank while scoring
+            if across_ranks:
+                scores = score_across_ranks(lambda seqs, bs: score_sequences(model, seqs, bs, progress), sequences,
+                                            batches, next(model.parameters()).device)
+            else:
+                scores = score_sequences(model, sequences, batches, progress)
     finally:
         model.train(was_training)
     values = scores.tolist()

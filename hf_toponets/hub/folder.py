@@ -35,18 +35,34 @@ def _read_json(path: Path) -> Any:
         raise ValueError(f"{path} is not valid JSON: {e}") from e
 
 
+BLIMP_LOG_PREFIXES = ("eval_blimp_", "blimp/", "eval_blimp/")  # TopoTrainer's names, then older ones
+
+
+def last_eval_loss(log_history: list[dict]) -> float | None:
+    """The last held-out loss of a Trainer log: ``eval_loss``, or with several eval datasets the first one's
+    ``eval_<name>_loss`` (the first such key logged)."""
+    key = "eval_loss"
+    if not any(key in entry for entry in log_history):
+        names = [k for entry in log_history for k in entry if k.startswith("eval_") and k.endswith("_loss")]
+        key = names[0] if names else key
+    losses = [entry[key] for entry in log_history if key in entry]
+    return losses[-1] if losses else None
+
+
 def _from_trainer_state(state: dict) -> tuple[dict, dict]:
-    """``trainer_state.json`` -> (training, results): steps, tokens, the last eval_loss and blimp/* entries."""
+    """``trainer_state.json`` -> (training, results): steps, tokens, the last eval loss and BLiMP entries."""
     training, results = {}, {}
     if state.get("global_step"):
         training["max_steps"] = int(state["global_step"])
     if state.get("num_input_tokens_seen"):
         training["tokens_seen"] = int(state["num_input_tokens_seen"])
-    for entry in state.get("log_history") or []:
-        if "eval_loss" in entry:
-            results["perplexity"] = math.exp(entry["eval_loss"])
-        scores = {k.split("/", 1)[1]: v for k, v in entry.items() if k.startswith(("blimp/", "eval_blimp/"))}
-        if "overall" in scores:  # logged as blimp/overall and blimp/<phenomenon>
+    log_history = state.get("log_history") or []
+    loss = last_eval_loss(log_history)
+    if loss is not None:
+        results["perplexity"] = math.exp(loss)
+    for entry in log_history:
+        scores = {k[len(p):]: v for k, v in entry.items() for p in BLIMP_LOG_PREFIXES if k.startswith(p)}
+        if "overall" in scores:  # logged as eval_blimp_overall and eval_blimp_<phenomenon>
             results["blimp"] = {"overall": scores.pop("overall"), "phenomena": scores}
     return training, results
 

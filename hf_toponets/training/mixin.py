@@ -38,7 +38,7 @@ from ..core.targets import check_trainable, resolve_targets
 from ..evaluation.blimp import blimp_log_metrics, evaluate_blimp
 from ..evaluation.blimp_data import load_blimp
 from ..hub.cards import TRAINING_KEYS
-from ..hub.folder import write_model_card
+from ..hub.folder import last_eval_loss, write_model_card
 from ..hub.push import push_folder
 
 BLIMP_FILE = "blimp_results.json"
@@ -81,11 +81,11 @@ class TopoTrainerMixin:
         self.topo_config = attach_topo_config(model, topo_config, self.topo_targets)
         self.topo_hooks = TopoHooks(self.topo_targets, self.topo_config)
         self.blimp_results: dict | None = None
-        self._blimp_pairs = None
+        self._blimp_pairs, self._blimp_prefix = None, None
         if blimp_data is not None:
             if self.processing_class is None:
                 raise ValueError(f"{name}: blimp_data needs the tokenizer; pass processing_class=tokenizer")
-            self._blimp_pairs = load_blimp(None if blimp_data == "hub" else blimp_data, blimp_paradigms)
+            self._blimp_pairs = self._load_blimp_once(blimp_data, blimp_paradigms)
         self.model_card_info = dict(model_card or {})
         self._topo_armed_at = None  # (state, global_step) of the optimizer step whose term is attached
         self._topo_tau = 0.0
@@ -144,22 +144,54 @@ class TopoTrainerMixin:
 
     # ---- evaluation -----------------------------------------------------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """``Trainer.evaluate`` (when there is an eval dataset), then BLiMP when ``blimp_data`` was given."""
-        metrics = {}
-        if eval_dataset is not None or self.eval_dataset is not None:
-            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        if self._blimp_pairs is not None:
-            was_training = self.model.training
-            self.model.eval()
-            with torch.no_grad():
-                self.blimp_results = evaluate_blimp(self.model, self.processing_class, self._blimp_pairs,
-                                                    batch_size=self.args.per_device_eval_batch_size * 2,
-                                                    device=self.args.device, progress=False)
-            self.model.train(was_training)
-            blimp = blimp_log_metrics(self.blimp_results)
-            self.log(blimp)
-            metrics.update(blimp)
-        return metrics
+        """``Trainer.evaluate``; with ``blimp_data``, BLiMP too, once per call whatever the number of eval datasets.
+
+        BLiMP's metrics (``<prefix>_blimp_overall``, ``<prefix>_blimp_<phenomenon>``) join the first eval
+        dataset's: logged with them, seen by callbacks' ``on_evaluate`` and returned, so
+        ``metric_for_best_model="blimp_overall"`` works. Without an eval dataset, BLiMP alone is evaluated.
+        """
+        if self._blimp_pairs is None or self._blimp_prefix is not None:  # no BLiMP, or Trainer's loop over datasets
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        self._blimp_prefix = metric_key_prefix  # pending until the first evaluation loop of this call
+        try:
+            if eval_dataset is not None or self.eval_dataset is not None:
+                return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            metrics = self._blimp_metrics()
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
+        finally:
+            self._blimp_prefix = None
+
+    def evaluation_loop(self, *args, **kwargs):
+        output = super().evaluation_loop(*args, **kwargs)
+        if self._blimp_prefix:  # BLiMP is pending in this evaluate() call
+            output.metrics.update(self._blimp_metrics())
+        return output
+
+    def _blimp_metrics(self) -> dict[str, float]:
+        """Score BLiMP (sequences shared out across ranks, results on all); ``<prefix>_blimp_*`` metrics."""
+        prefix, self._blimp_prefix = self._blimp_prefix, ""  # "": scored in this call
+        self.blimp_results = evaluate_blimp(self.model, self.processing_class, self._blimp_pairs,
+                                            batch_size=self.args.per_device_eval_batch_size * 2, progress=False,
+                                            across_ranks=self.args.world_size > 1)
+        return blimp_log_metrics(self.blimp_results, f"{prefix}_")
+
+    def _load_blimp_once(self, data: str, paradigms: list[str] | None):
+        """``load_blimp`` on the main process only, its pairs (or its error) broadcast to the other ranks."""
+        from accelerate.utils import broadcast_object_list
+
+        payload = [None]
+        if self.accelerator.is_main_process:
+            try:
+                payload = [load_blimp(None if data == "hub" else data, paradigms)]
+            except (ValueError, OSError) as error:  # raised on every rank, not left for the others to wait on
+                payload = [error]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(payload, from_process=0)
+        if isinstance(payload[0], Exception):
+            raise payload[0]
+        return payload[0]
 
     # ---- saving, the card, the Hub --------------------------------------------------------------
     def card_training_info(self) -> dict:
@@ -171,8 +203,8 @@ class TopoTrainerMixin:
         return {**info, **self.model_card_info}
 
     def _last_perplexity(self) -> float | None:
-        losses = [h["eval_loss"] for h in self.state.log_history if "eval_loss" in h]
-        return math.exp(losses[-1]) if losses and losses[-1] < 50 else None
+        loss = last_eval_loss(self.state.log_history)
+        return math.exp(loss) if loss is not None and loss < 50 else None
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save weights and ``config.json`` (with its ``topo`` entry), BLiMP results and the model card."""

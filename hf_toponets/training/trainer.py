@@ -11,7 +11,9 @@ the term is logged separately.
 
 Logged metrics (averaged over the optimizer steps since the last log): ``topo/loss`` (mean over
 layers), ``topo/<module name>`` per layer, ``topo/tau`` (the tau the logged steps used); with
-``blimp_data``, at each evaluation: ``blimp/overall`` and ``blimp/<phenomenon>``.
+``blimp_data``, once per evaluation: ``eval_blimp_overall`` and ``eval_blimp_<phenomenon>`` (beside
+``eval_loss``, so ``metric_for_best_model="blimp_overall"`` works), scored with the sequences shared out
+across ranks under DDP and FSDP2 and the data loaded by the main process only.
 
 A PEFT model (``get_peft_model(base, LoraConfig(...))``) trains its adapters on the effective weights
 ``W + s B A`` of LoRA targets; saving it writes the adapter and, beside PEFT's ``adapter_config.json``,

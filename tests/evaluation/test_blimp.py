@@ -122,8 +122,23 @@ def test_aggregation_is_unweighted_paradigm_then_phenomenon_then_overall():
     assert result["phenomena"] == pytest.approx({"argument_structure": 0.75, "island_effects": 0.8})
     assert result["overall"] == pytest.approx((0.5 + 1.0 + 0.8) / 3)  # not the pair-weighted 10/15
     assert result["n_pairs"] == 15
-    assert blimp_log_metrics(result) == {"blimp/overall": result["overall"], "blimp/argument_structure": 0.75,
-                                         "blimp/island_effects": pytest.approx(0.8)}
+    assert blimp_log_metrics(result, "eval_") == {"eval_blimp_overall": result["overall"],
+                                                  "eval_blimp_argument_structure": 0.75,
+                                                  "eval_blimp_island_effects": pytest.approx(0.8)}
+
+
+@pytest.mark.parametrize("outcomes", [[1, 0, 1, 1], [1] * 7, [0, 1], [1, 0, 0, 0, 0, 0, 0, 1, 1, 0, 1], [1]])
+def test_paradigm_stderr_is_the_harness_acc_stderr(outcomes):
+    """lm-evaluation-harness: acc_stderr = sample_stddev(acc per pair) / sqrt(n), oracle from statistics.stdev."""
+    import math
+    import statistics
+
+    rows = [{"pair_id": i, "ll_good": 0.0, "ll_bad": -1.0 if ok else 1.0} for i, ok in enumerate(outcomes)]
+    got = aggregate({"passive_1": rows})["paradigms"]["passive_1"]["stderr"]
+    if len(outcomes) < 2:
+        assert got is None  # undefined for one pair (the harness divides by n - 1 = 0)
+    else:
+        assert got == pytest.approx(statistics.stdev(outcomes) / math.sqrt(len(outcomes)), rel=1e-12)
 
 
 def test_both_data_formats_give_the_same_pairs(tmp_path):

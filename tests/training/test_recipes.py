@@ -155,7 +155,7 @@ def test_paper_recipe_under_torchrun_trains_evaluates_checkpoints_resumes_and_sa
     assert histories["resumed_steps"] == [3, 4]
     for key in ("loss", "topo/loss"):
         assert [by_step(resumed, key)[s] for s in (3, 4)] == pytest.approx([by_step(full, key)[s] for s in (3, 4)], rel=1e-6)
-    assert sorted(by_step(full, "eval_loss")) == [2, 4] and by_step(full, "blimp/overall")
+    assert sorted(by_step(full, "eval_loss")) == [2, 4] and by_step(full, "eval_blimp_overall")
     assert_same_weights(out / "run", out / "full")
     run = out / "run"
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]

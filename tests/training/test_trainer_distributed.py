@@ -5,6 +5,7 @@ TopoTrainer's ``training_step`` on parameters sharded by ``torch.distributed.fsd
 (accelerate turns FSDP on only on GPUs). The workers import this checkout (dist_worker asserts it).
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -55,6 +56,22 @@ def test_two_processes_equal_one(tmp_path, mode):
         assert rel(two[name], one[name]) < 1e-6, name
         if name.endswith("weight"):  # the check is sensitive: without the term the step differs
             assert rel(zero[name], one[name]) > 1e-4, name
+    # BLiMP with sequences shared out across the 2 ranks (FSDP2: on the sharded model) = one process
+    blimp = json.loads((tmp_path / "two.safetensors.blimp.json").read_text())
+    ranks, single = blimp["ranks"], blimp["one"]
+    scored = [json.loads((tmp_path / f"two.safetensors.scored{r}.json").read_text()) for r in (0, 1)]
+    assert all(len(s) == 1 and s[0] > 0 for s in scored)  # each rank scored a share, once
+    sentences = 2 * len(dist_worker.SUBJECTS) * len(dist_worker.BLIMP_UIDS)  # all distinct
+    assert scored[0][0] + scored[1][0] == sentences  # shared out, none scored twice
+    assert ranks["paradigms"] == single["paradigms"] and ranks["overall"] == single["overall"]
+    for uid, rows in single["pairs"].items():
+        for a, b in zip(ranks["pairs"][uid], rows):
+            assert a["ll_good"] == pytest.approx(b["ll_good"], abs=1e-5) and a["ll_bad"] == pytest.approx(b["ll_bad"], abs=1e-5)
+    if mode == "ddp_ga":  # through TopoTrainer.evaluate: BLiMP loaded by rank 0 only, the same metrics on both ranks
+        per_rank = [json.loads((tmp_path / f"two.safetensors.rank{r}.json").read_text()) for r in (0, 1)]
+        assert [r["loads"] for r in per_rank] == [1, 0]
+        assert per_rank[0]["metrics"] == per_rank[1]["metrics"]
+        assert per_rank[0]["metrics"]["eval_blimp_overall"] == single["overall"]
 
 
 def test_worker_reference_is_deterministic(tmp_path):

@@ -1,10 +1,12 @@
 """TopoTrainer with BLiMP at evaluation, the card at save time, and push_to_hub against the fake Hub."""
 
 import json
+import math
 
 import pytest
 import torch
 from huggingface_hub import ModelCard
+from transformers import TrainerCallback
 
 from conftest import ALICE
 from hf_toponets import TopoConfig, TopoTrainer
@@ -43,14 +45,14 @@ def test_blimp_at_evaluation_is_logged_saved_and_carded(tmp_path, shared_data):
                           processing_class=tok, topo_config=TopoConfig(target_modules=["c_fc"], tau=1.0),
                           blimp_data=str(blimp_folder(tmp_path)), blimp_paradigms=UIDS, model_card={"datasets": ["toy"], "license": "mit"})
     trainer.train()
-    logged = [h for h in trainer.state.log_history if "blimp/overall" in h]
-    assert len(logged) == 1
-    phenomena = sorted(k for k in logged[0] if k.startswith("blimp/"))
-    assert phenomena == ["blimp/anaphor_agreement", "blimp/overall", "blimp/subject_verb_agreement"]
-    assert 0.0 <= logged[0]["blimp/overall"] <= 1.0
+    logged = [h for h in trainer.state.log_history if "eval_blimp_overall" in h]
+    assert len(logged) == 1 and "eval_loss" in logged[0]  # one log entry with the eval dataset's metrics
+    phenomena = sorted(k for k in logged[0] if k.startswith("eval_blimp_"))
+    assert phenomena == ["eval_blimp_anaphor_agreement", "eval_blimp_overall", "eval_blimp_subject_verb_agreement"]
+    assert 0.0 <= logged[0]["eval_blimp_overall"] <= 1.0
     trainer.save_model(str(tmp_path / "final"))
     saved = json.loads((tmp_path / "final" / "blimp_results.json").read_text())
-    assert saved["overall"] == pytest.approx(logged[0]["blimp/overall"])
+    assert saved["overall"] == pytest.approx(logged[0]["eval_blimp_overall"])
     assert saved["paradigms"]["anaphor_gender_agreement"]["n"] == 3
     card = ModelCard.load(tmp_path / "final" / "README.md")
     assert "toponets" in card.data.tags and card.data.license == "mit"
@@ -67,7 +69,67 @@ def test_eval_loss_without_blimp_still_plain(tmp_path):
     trainer = TopoTrainer(model=tiny_gpt_neo(), args=args(tmp_path), eval_dataset=token_dataset(),
                           topo_config=TopoConfig(target_modules=["c_fc"]))
     metrics = trainer.evaluate()
-    assert "eval_loss" in metrics and not any(k.startswith("blimp/") for k in metrics)
+    assert "eval_loss" in metrics and not any("blimp" in k for k in metrics)
+
+
+class SeenByCallbacks(TrainerCallback):
+    def __init__(self):
+        self.metrics = []
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.metrics.append(dict(metrics))
+
+
+def blimp_trainer(tmp_path, shared_data, eval_dataset=None, **kw):
+    tok = gpt2_tokenizer(shared_data)
+    model = causal_lm(lambda seed: tiny_gpt_neo(seed=seed, vocab=len(tok)))
+    return TopoTrainer(model=model, args=args(tmp_path / "out", **kw), train_dataset=token_dataset(vocab=len(tok)),
+                       eval_dataset=eval_dataset, processing_class=tok, blimp_paradigms=UIDS,
+                       topo_config=TopoConfig(target_modules=["c_fc"], tau=1.0), blimp_data=str(blimp_folder(tmp_path)))
+
+
+@pytest.mark.slow
+def test_metric_for_best_model_and_callbacks_see_blimp(tmp_path, shared_data):
+    seen = SeenByCallbacks()
+    held_out = token_dataset(vocab=len(gpt2_tokenizer(shared_data)), seed=1)
+    trainer = blimp_trainer(tmp_path, shared_data, eval_dataset=held_out, max_steps=3, learning_rate=5.0, eval_strategy="steps", eval_steps=1,
+                            save_strategy="steps", save_steps=1, metric_for_best_model="blimp_overall",
+                            load_best_model_at_end=True)
+    trainer.add_callback(seen)
+    trainer.train()
+    scores = [m["eval_blimp_overall"] for m in seen.metrics]
+    assert len(scores) == 3  # on_evaluate saw BLiMP at every evaluation
+    assert trainer.state.best_metric == max(scores)
+    best_step = 1 + scores.index(max(scores))
+    assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best_step}")
+
+
+def test_blimp_runs_once_per_evaluate_with_several_eval_datasets(tmp_path, shared_data, monkeypatch):
+    import hf_toponets.training.mixin as mixin
+
+    calls = []
+    real = mixin.evaluate_blimp
+    monkeypatch.setattr(mixin, "evaluate_blimp", lambda *a, **k: calls.append(1) or real(*a, **k))
+    vocab = len(gpt2_tokenizer(shared_data))
+    datasets = {"wiki": token_dataset(vocab=vocab, seed=1), "code": token_dataset(vocab=vocab, seed=2)}
+    trainer = blimp_trainer(tmp_path, shared_data, eval_dataset=datasets, per_device_eval_batch_size=8)
+    metrics = trainer.evaluate()
+    assert len(calls) == 1
+    assert {"eval_wiki_loss", "eval_code_loss", "eval_blimp_overall"} <= set(metrics)
+    assert sum("eval_blimp_overall" in h for h in trainer.state.log_history) == 1
+    trainer.save_model(str(tmp_path / "final"))  # the card's perplexity: the first eval dataset's
+    card = ModelCard.load(tmp_path / "final" / "README.md")
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results["perplexity"] == pytest.approx(math.exp(metrics["eval_wiki_loss"]), rel=1e-4)
+
+
+def test_blimp_alone_without_an_eval_dataset(tmp_path, shared_data):
+    seen = SeenByCallbacks()
+    trainer = blimp_trainer(tmp_path, shared_data)
+    trainer.add_callback(seen)
+    metrics = trainer.evaluate()
+    assert set(metrics) - {"epoch"} == {"eval_blimp_overall", "eval_blimp_anaphor_agreement", "eval_blimp_subject_verb_agreement"}
+    assert seen.metrics == [metrics] and trainer.state.log_history[-1]["eval_blimp_overall"] == metrics["eval_blimp_overall"]
 
 
 def test_blimp_needs_a_tokenizer(tmp_path):
