@@ -40,6 +40,25 @@ def interpolation_matrix(n_in: int, interpolation: str, *, size: int | None = No
     return F.interpolate(eye, size=size, scale_factor=scale_factor, mode=mode)[:, 0, :].t().contiguous()
 
 
+def selection_slice(op: torch.Tensor) -> slice | None:
+    """``slice(start, stop, step)`` when ``op (n_out, n_in)`` selects every ``step``-th unit from
+    ``start`` (each row a single exact 1), else ``None``; ``x[selection_slice(op)] == op @ x``, a view.
+    Downsampling by an odd integer factor is one: ``bilinear`` then samples pixel centres
+    (``3 i + 1`` for factor 3); so is ``nearest`` by an integer factor.
+
+    >>> selection_slice(interpolation_matrix(7, "bilinear", scale_factor=1 / 3))
+    slice(1, 5, 3)
+    """
+    nonzero = op != 0
+    if not bool((nonzero.sum(1) == 1).all()) or not bool((op[nonzero] == 1).all()):
+        return None
+    picks = nonzero.to(torch.int8).argmax(1).tolist()
+    start, step = picks[0], (picks[1] - picks[0] if len(picks) > 1 else 1)
+    if step < 1 or picks != list(range(start, start + step * len(picks), step)):
+        return None
+    return slice(start, picks[-1] + 1, step)
+
+
 def apply_axes(x: torch.Tensor, op_h: torch.Tensor, op_w: torch.Tensor) -> torch.Tensor:
     """``x'[i, j] = sum_{r, c} op_h[i, r] op_w[j, c] x[r, c]`` for ``x (h, w, *rest)``: ``(h', w', *rest)``.
 

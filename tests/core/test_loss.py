@@ -6,6 +6,7 @@ from topoloss import LaplacianPyramid, TopoLoss
 from conftest import tiny_gpt2
 from hf_toponets import TopoConfig, sheet_loss, sheet_losses, topo_loss, topo_losses
 from hf_toponets.core.loss import blur_sheet
+from hf_toponets.core.resample import apply_axes
 
 
 def reference(model, names, factor=3.0, interpolation="bilinear"):
@@ -186,3 +187,77 @@ def test_blur_matches_interpolate_2d():
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# The hand-written forward and backward (core.loss._SheetLoss) on their two code paths: a selection
+# down-operator (factor 3 bilinear, nearest) and a dense one (factor 2 / 2.5 bilinear).
+PATHS = [(3.0, "bilinear"), (3.0, "nearest"), (2.0, "bilinear"), (2.5, "bilinear"), (2.5, "nearest")]
+
+
+@pytest.mark.parametrize("factor, interpolation", PATHS)
+def test_backward_passes_gradcheck_in_float64(factor, interpolation):
+    from hf_toponets.core.loss import _SheetLoss, blur_operators
+
+    torch.manual_seed(9)
+    x = torch.randn(6, 7, 2, dtype=torch.float64, requires_grad=True)
+    ops = blur_operators(6, 7, factor, factor, interpolation, dtype=torch.float64)
+    if interpolation == "bilinear":  # the selection path (a view) for factor 3, the dense one otherwise
+        assert (ops.pick_h is not None) == (factor == 3.0)
+    assert torch.autograd.gradcheck(lambda t: _SheetLoss.apply(t, ops), (x,), eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("factor, interpolation", PATHS)
+def test_forward_and_backward_equal_autograd_of_the_naive_expression(factor, interpolation):
+    # oracle: F.cosine_similarity between the sheet and its explicitly materialised blur, autograd
+    from hf_toponets.core.loss import _SheetLoss, blur_operators
+
+    torch.manual_seed(10)
+    x = torch.randn(9, 12, 5, dtype=torch.float64)
+    x[2, 3] = 0.0  # a dead unit: |x_u| < eps passes no gradient through the norm
+    ops = blur_operators(9, 12, factor, factor, interpolation, dtype=torch.float64)
+    ours_x, naive_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ours = _SheetLoss.apply(ours_x, ops)
+    blur = apply_axes(apply_axes(naive_x, ops.down_h, ops.down_w), ops.up_h, ops.up_w)
+    naive = 1 - torch.nn.functional.cosine_similarity(naive_x, blur, dim=-1).mean()
+    assert ours.item() == pytest.approx(naive.item(), rel=1e-12)
+    ours.backward()
+    naive.backward()
+    torch.testing.assert_close(ours_x.grad, naive_x.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_dead_units_match_reference_in_float32():
+    torch.manual_seed(11)
+    model = nn.ModuleList([nn.Linear(10, 48)])
+    with torch.no_grad():
+        model[0].weight[[0, 17, 30]] = 0.0
+    cfg = TopoConfig(target_modules=["0"])
+    ours, (ref, _) = topo_loss(model, cfg), reference(model, ["0"])
+    assert abs(ours.item() - ref.item()) <= 1e-6 * ref.item()
+    assert rel(grads(model, ours)["0.weight"], grads(model, ref)["0.weight"]) < 1e-5
+
+
+def test_blur_operators_are_built_once_per_device_and_dtype():
+    from hf_toponets.core.loss import blur_operators
+
+    first = blur_operators(48, 64)
+    assert blur_operators(48, 64, 3, 3, "bilinear", "cpu") is first  # no rebuild (no copy to a device) per forward
+    assert (first.pick_h, first.pick_w) == (slice(1, 47, 3), slice(1, 62, 3))
+    double = blur_operators(48, 64, dtype=torch.float64)
+    assert double is not first and double.up_w.dtype == torch.float64
+    torch.testing.assert_close(double.up_w.float(), first.up_w, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("factor", [3.0, 2.0])
+def test_transposed_sheet_layout_gives_the_same_loss_and_gradient(factor):
+    # GPT-2's Conv1D sheet is a transposed view (d-major storage): its own code paths, same numbers
+    from hf_toponets.core.loss import _SheetLoss, blur_operators
+
+    torch.manual_seed(12)
+    ops = blur_operators(9, 12, factor, factor, dtype=torch.float64)
+    stored = torch.randn(5, 9 * 12, dtype=torch.float64, requires_grad=True)  # (d, n), as Conv1D keeps it
+    rows = stored.detach().t().contiguous().requires_grad_()  # (n, d)
+    strided, dense = _SheetLoss.apply(stored.t().reshape(9, 12, 5), ops), _SheetLoss.apply(rows.view(9, 12, 5), ops)
+    assert strided.item() == pytest.approx(dense.item(), rel=1e-12)
+    (strided + dense).backward()
+    torch.testing.assert_close(stored.grad.t(), rows.grad, rtol=1e-10, atol=1e-13)
+    assert stored.grad.is_contiguous()  # written in the weight's own layout, no transposing copy
