@@ -23,6 +23,8 @@ TRAINING_KEYS = {
     "base_model": "Hub id of the model that was fine-tuned; absent or None: trained from scratch.",
     "datasets": "Hub ids (or names) of the training datasets.",
     "license": "License id for the card's metadata, e.g. 'mit' or 'apache-2.0'.",
+    "tags": "Hub tags added to the card's own (toponets, topographic, hf_toponets, the model type).",
+    "language": "Language code(s) of the training data, e.g. 'en'.",
     "max_steps": "Optimizer steps taken.",
     "tokens_seen": "Training tokens seen.",
     "tau": "TopoLoss weight used (default: the topo entry's tau).",
@@ -285,8 +287,8 @@ def render_card(topo: dict, model_type: str, *, model_id: str | None = None, tra
     eval_results = _eval_results(blimp, perplexity, eval_dataset)
     data = ModelCardData(
         library_name="transformers", pipeline_tag=task, license=training.get("license"),
-        base_model=training.get("base_model"), datasets=datasets or None,
-        tags=["toponets", "topographic", "hf_toponets", model_type],
+        base_model=training.get("base_model"), datasets=datasets or None, language=training.get("language"),
+        tags=list(dict.fromkeys(["toponets", "topographic", "hf_toponets", model_type, *(training.get("tags") or [])])),
         model_name=name.split("/")[-1] if eval_results else None,  # the model-index's name
         eval_results=eval_results or None,
         # read back by read_model_folder, so that re-rendering keeps what only the trainer knew

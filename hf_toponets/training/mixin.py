@@ -29,6 +29,8 @@ import math
 import os
 
 import torch
+from transformers.trainer_utils import HubStrategy
+from transformers.utils.hub import PushInProgress
 
 from ..core.config import ADAPTER_CONFIG_FILE, TopoConfig
 from ..core.files import write_json_atomic
@@ -39,7 +41,7 @@ from ..evaluation.blimp import blimp_log_metrics, evaluate_blimp
 from ..evaluation.blimp_data import load_blimp
 from ..hub.cards import TRAINING_KEYS
 from ..hub.folder import last_eval_loss, write_model_card
-from ..hub.push import push_folder
+from .publishing import card_facts, copy_checkpoint, start_push
 
 BLIMP_FILE = "blimp_results.json"
 
@@ -69,6 +71,10 @@ class TopoTrainerMixin:
         if topo_config is not None and not isinstance(topo_config, TopoConfig):
             raise ValueError(f"{name}: topo_config must be a TopoConfig, got {type(topo_config).__name__}")
         super().__init__(*trainer_args, **kwargs)
+        if self.args.push_to_hub and self.args.hub_strategy in (HubStrategy.CHECKPOINT, HubStrategy.ALL_CHECKPOINTS):
+            raise ValueError(f"{name}: hub_strategy={self.args.hub_strategy.value!r} uploads the optimizer, scheduler and "
+                             "RNG states, which Trainer saves as pickles, and hf_toponets publishes no pickle; use "
+                             "hub_strategy='every_save' or 'end' (checkpoints to resume from stay in output_dir)")
         model = self.model  # a model id given to a TRL trainer is loaded by now
         stored = read_topo_config(model)  # raises when a loaded topo entry does not fit the weights
         topo_config = topo_config or stored
@@ -193,9 +199,9 @@ class TopoTrainerMixin:
             raise payload[0]
         return payload[0]
 
-    # ---- saving, the card, the Hub --------------------------------------------------------------
+    # ---- saving, the card, the Hub (helpers in training/publishing.py) -----------------------------
     def card_training_info(self) -> dict:
-        """What the card says about training: the user's ``model_card`` facts plus this run's."""
+        """What the card says about training: this run's facts, then the user's ``model_card`` ones."""
         info = {"tau": self.topo_config.tau, "tau_schedule": self.topo_config.tau_schedule,
                 "max_steps": self.state.global_step}
         if self.state.num_input_tokens_seen:
@@ -207,8 +213,11 @@ class TopoTrainerMixin:
         return math.exp(loss) if loss is not None and loss < 50 else None
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save weights and ``config.json`` (with its ``topo`` entry), BLiMP results and the model card."""
-        super().save_model(output_dir, _internal_call)
+        """Save weights and ``config.json`` (with its ``topo`` entry), BLiMP results, trainer_state.json and the card.
+
+        With ``push_to_hub`` a save by the user publishes the folder just saved (Trainer's would save again).
+        """
+        super().save_model(output_dir, _internal_call=True)
         output_dir = output_dir or self.args.output_dir
         if self.args.should_save and os.path.isfile(os.path.join(output_dir, "adapter_config.json")):
             # a PEFT adapter (no config.json): the TopoConfig goes beside PEFT's adapter_config.json
@@ -219,27 +228,56 @@ class TopoTrainerMixin:
             # the card's inputs stay in the folder, so `hf-toponets card` re-renders it with them
             self.state.save_to_json(os.path.join(output_dir, "trainer_state.json"))
             self.create_model_card(output_dir=output_dir)
+        if self.args.push_to_hub and not _internal_call and self.is_world_process_zero():
+            self._push(output_dir, "Model save", blocking=True)
 
-    def create_model_card(self, output_dir: str | None = None, **ignored) -> None:
-        """Write the TopoNet card into ``output_dir`` (replaces Trainer's generic draft)."""
+    def create_model_card(self, output_dir: str | None = None, **card_arguments) -> None:
+        """Write the TopoNet card into ``output_dir`` (replaces Trainer's draft). Trainer's card arguments
+        (``license``, ``tags``, ``finetuned_from``, ``dataset``, ``language``, ...) become card facts and stay
+        for later saves and pushes."""
         if not self.args.should_save:
             return
+        self.model_card_info = card_facts(self.accelerator.unwrap_model(self.model), self.model_card_info,
+                                          **card_arguments)
         perplexity = self._last_perplexity()
         write_model_card(output_dir or self.args.output_dir, training=self.card_training_info(),
                          results={} if perplexity is None else {"perplexity": perplexity}, model_id=self.hub_model_id)
 
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token: str | None = None,
-                    revision: str | None = None, private: bool | None = None, **kwargs):
-        """Save, then publish ``output_dir`` in one commit (safetensors, config with ``topo``, tokenizer, card, maps).
+                    revision: str | None = None, private: bool | None = None, **card_arguments):
+        """Save once, write the card (with ``card_arguments``: see :meth:`create_model_card`), then publish
+        ``output_dir`` in one commit (safetensors, config with ``topo``, tokenizer, card, maps; no pickle).
 
-        Returns :class:`hf_toponets.hub.push.PushResult` on the main process, ``None`` elsewhere.
+        Returns :class:`hf_toponets.hub.push.PushResult` (``blocking=False``: a ``Future`` of it) on the main
+        process, ``None`` elsewhere.
         """
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)  # Trainer's: names the repo <user>/<output_dir name>
         self.save_model(_internal_call=True)
         if not self.is_world_process_zero():
             return None
-        if self.hub_model_id is None:
-            self.init_hf_repo(token=token, private=private)  # Trainer's: names the repo <user>/<output_dir name>
-        return push_folder(self.args.output_dir, self.hub_model_id,
-                           private=bool(private if private is not None else self.args.hub_private_repo),
-                           revision=revision or self.args.hub_revision, token=token or self.args.hub_token,
-                           commit_message=commit_message)
+        self.create_model_card(**card_arguments)
+        self._finish_current_push()
+        return self._push(self.args.output_dir, commit_message, blocking, token, revision, private)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Trainer's mid-training push (``hub_strategy`` ``every_save``), without its pickles: this checkpoint's
+        model files are copied into ``output_dir`` (no second gather), which is published in the background."""
+        if not self.is_world_process_zero() or self.args.hub_strategy == HubStrategy.END:
+            return
+        if not self.args.hub_always_push and self.push_in_progress is not None and not self.push_in_progress.is_done():
+            return  # Trainer's rule: skip while the previous push runs
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        copy_checkpoint(checkpoint_folder, self.args.output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(self.args.output_dir)
+        self._push(self.args.output_dir, f"Training in progress, step {self.state.global_step}", blocking=False)
+
+    def _push(self, folder, commit_message, blocking, token=None, revision=None, private=None):
+        result = start_push(folder, self.hub_model_id, blocking, commit_message=commit_message,
+                            private=bool(private if private is not None else self.args.hub_private_repo),
+                            revision=revision or self.args.hub_revision, token=token or self.args.hub_token)
+        if not blocking:  # Trainer's _finish_current_push (end of training, next push) waits for it
+            self.push_in_progress = PushInProgress([result])
+        return result

@@ -176,3 +176,89 @@ def test_mid_training_pushes_carry_the_metadata(online, tmp_path):
     config = json.loads(head["config.json"])
     assert config["topo"]["sheets"] == trainer.topo_config.sheets
     assert "model.safetensors" in head  # (the card comes with the final push_to_hub, not these)
+
+
+PICKLES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def all_pushed_files(repo):
+    return {f for commit in repo.commits.values() for f in commit}
+
+
+def test_a_save_with_push_to_hub_gathers_once_and_pushes_that_folder(online, tmp_path):
+    trainer = TopoTrainer(model=causal_lm(tiny_gpt_neo), args=args(tmp_path / "run", push_to_hub=True, hub_model_id="alice/saved",
+                                                                     hub_token=ALICE),
+                          train_dataset=token_dataset(), topo_config=TopoConfig(target_modules=["c_fc"], tau=1.0))
+    saves = []
+    real_save = trainer._save
+    trainer._save = lambda *a, **k: saves.append(a[0] if a else k.get("output_dir")) or real_save(*a, **k)
+    trainer.save_model(str(tmp_path / "final"))
+    assert saves == [str(tmp_path / "final")]  # one gather and write; Trainer's push would save output_dir again
+    head = online.repos["alice/saved"].commits[online.repos["alice/saved"].resolve("main")]
+    assert head["model.safetensors"] == (tmp_path / "final" / "model.safetensors").read_bytes()
+    assert not (tmp_path / "run" / "model.safetensors").exists()  # the folder saved, not output_dir, was pushed
+
+
+def test_push_to_hub_honours_blocking_and_card_arguments(online, tmp_path):
+    model = causal_lm(tiny_gpt_neo)
+    model.config._name_or_path = "EleutherAI/gpt-neo-125m"  # a Hub id: Trainer's rule infers base_model from it
+    trainer = TopoTrainer(model=model, args=args(tmp_path / "run", hub_model_id="alice/facts", hub_token=ALICE),
+                          train_dataset=token_dataset(), topo_config=TopoConfig(target_modules=["c_fc"], tau=1.0))
+    future = trainer.push_to_hub(blocking=False, license="apache-2.0", tags="my-tag", dataset=["wikitext"], language="en")
+    result = future.result(timeout=60)
+    card = ModelCard.load(tmp_path / "run" / "README.md")
+    assert card.data.license == "apache-2.0" and card.data.base_model == "EleutherAI/gpt-neo-125m"
+    assert card.data.datasets == ["wikitext"] and card.data.language == "en"
+    assert {"my-tag", "toponets"} <= set(card.data.tags)
+    pushed = online.repos["alice/facts"].commits[result.commit_oid]
+    assert ModelCard(pushed["README.md"].decode()).data.license == "apache-2.0"
+    again = trainer.push_to_hub(finetuned_from="other/base")  # explicit wins over inferred; earlier facts stay
+    card = ModelCard(online.repos["alice/facts"].commits[again.commit_oid]["README.md"].decode())
+    assert card.data.base_model == "other/base" and card.data.license == "apache-2.0"
+    with pytest.raises(ValueError, match="unknown card arguments \\['licence'\\]"):
+        trainer.push_to_hub(licence="mit")
+
+
+def test_a_local_name_or_path_is_no_base_model(tmp_path):
+    model = causal_lm(tiny_gpt_neo)
+    model.config._name_or_path = str(tmp_path)  # a local folder, as after from_pretrained(folder)
+    trainer = TopoTrainer(model=model, args=args(tmp_path / "run"), train_dataset=token_dataset(),
+                          topo_config=TopoConfig(target_modules=["c_fc"], tau=1.0))
+    trainer.save_model(str(tmp_path / "final"))
+    assert ModelCard.load(tmp_path / "final" / "README.md").data.base_model is None
+
+
+def test_mid_training_pushes_publish_no_pickle_and_checkpoint_strategies_are_refused(online, tmp_path):
+    kw = dict(max_steps=2, per_device_train_batch_size=4, push_to_hub=True, hub_token=ALICE, save_strategy="steps",
+              save_steps=1)
+    trainer = TopoTrainer(model=causal_lm(tiny_gpt_neo), args=args(tmp_path / "mid", hub_model_id="alice/nopickle", **kw),
+                          train_dataset=token_dataset(), topo_config=TopoConfig(target_modules=["c_fc"], tau=1.0))
+    trainer.train()
+    trainer._finish_current_push()
+    files = all_pushed_files(online.repos["alice/nopickle"])
+    assert "model.safetensors" in files and not [f for f in files if f.endswith(PICKLES)]
+    assert not list((tmp_path / "mid").glob("training_args.bin"))
+    with pytest.raises(ValueError, match="hub_strategy='checkpoint' uploads the optimizer"):
+        TopoTrainer(model=causal_lm(tiny_gpt_neo), args=args(tmp_path / "ck", hub_model_id="alice/ck", hub_strategy="checkpoint", **kw),
+                    train_dataset=token_dataset(), topo_config=TopoConfig(target_modules=["c_fc"], tau=1.0))
+
+
+def test_a_sharded_toponet_is_pushed_whole_and_a_missing_shard_refused(online, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from hf_toponets.hub.push import push_folder
+
+    trainer = TopoTrainer(model=causal_lm(tiny_gpt_neo), args=args(tmp_path / "run"), train_dataset=token_dataset(),
+                          topo_config=TopoConfig(target_modules=["c_fc"], tau=1.0))
+    folder = tmp_path / "sharded"
+    trainer.model.save_pretrained(folder, max_shard_size="40KB")
+    shards = sorted(p.name for p in folder.glob("model-*.safetensors"))
+    assert len(shards) >= 2
+    result = push_folder(folder, "alice/sharded", token=ALICE)
+    assert {*shards, "model.safetensors.index.json"} <= set(result.files)
+    loaded = AutoModelForCausalLM.from_pretrained("alice/sharded")
+    for (n, a), b in zip(trainer.model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), n
+    (folder / shards[-1]).unlink()
+    with pytest.raises(ValueError, match=f"names shards \\['{shards[-1]}'\\] that are not in"):
+        push_folder(folder, "alice/sharded", token=ALICE)
