@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import load_model, read_texts
+from .common import add_device_options, load_model, load_tokenizer, read_texts
 
 
 def add_analyze(sub) -> None:
@@ -17,21 +17,20 @@ def add_analyze(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--tokenizer", help="Tokenizer folder or repo id; default: --model's.")
     p.add_argument("--output", required=True, help="Folder for metrics.json and maps/.")
+    add_device_options(p)
     p.set_defaults(func=run_analyze)
 
 def run_analyze(args) -> int:
     from ..analysis.report import analyze
 
-    model = load_model(args.model)
+    model = load_model(args.model, args.device, args.dtype)
     input_ids = None
     if args.data:
-        from transformers import AutoTokenizer
-
         from ..evaluation.perplexity import token_blocks
 
         if args.samples is not None and args.samples < 1:
             raise ValueError(f"--samples must be >= 1, got {args.samples}")
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+        tokenizer = load_tokenizer(args.tokenizer or args.model, "--tokenizer" if args.tokenizer else "--model")
         input_ids = token_blocks(tokenizer(read_texts(args.data))["input_ids"], args.seq_len)
         if args.samples is not None and len(input_ids) < args.samples:
             raise ValueError(f"--data {args.data} gives {len(input_ids)} sequences of {args.seq_len} tokens, "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import load_model
+from .common import add_device_options, load_model, load_tokenizer
 
 
 def add_blimp(sub) -> None:
@@ -11,8 +11,7 @@ def add_blimp(sub) -> None:
     p.add_argument("--data", help="Folder of BLiMP <UID>.jsonl files, e.g. ../shared/data/blimp; default: the Hub dataset nyu-mll/blimp.")
     p.add_argument("--paradigms", help="Comma-separated BLiMP paradigms (default: all 67).")
     p.add_argument("--batch-size", type=int, default=64, help="Sequences per forward pass (>= 2).")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    add_device_options(p)
     p.add_argument("--per-pair", action="store_true", help="Also write every pair's ll_good and ll_bad.")
     p.add_argument("--output", required=True, help="JSON file to write (atomically).")
     p.set_defaults(func=run_blimp)
@@ -20,15 +19,13 @@ def add_blimp(sub) -> None:
 def run_blimp(args) -> int:
     from pathlib import Path
 
-    from transformers import AutoTokenizer
-
     from ..evaluation.blimp import evaluate_blimp
     from ..evaluation.blimp_data import resolve_paradigms
     from ..core.files import write_json_atomic
 
     paradigms = resolve_paradigms(args.paradigms)  # a bad name fails before the model loads
     model = load_model(args.model, args.device, args.dtype)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = load_tokenizer(args.model)
     result = evaluate_blimp(model, tokenizer, args.data, paradigms, args.batch_size, per_pair=args.per_pair)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import load_model
+from .common import add_device_options, load_model, load_tokenizer
 
 
 def add_downsample(sub) -> None:
@@ -14,6 +14,7 @@ def add_downsample(sub) -> None:
     p.add_argument("--interpolation", choices=["bilinear", "nearest"], default="bilinear")
     p.add_argument("--target-modules", help="Comma-separated module names; default: the model's 'topo' entry.")
     p.add_argument("--output", required=True, help="New folder to save into (written atomically).")
+    add_device_options(p)
     p.set_defaults(func=run_downsample)
 
 def run_downsample(args) -> int:
@@ -22,7 +23,7 @@ def run_downsample(args) -> int:
     from ..conversion.downsample import count_parameters, downsample_model
     from ..core.files import save_pretrained_atomic
 
-    model = load_model(args.model)
+    model = load_model(args.model, args.device, args.dtype)
     targets = args.target_modules.split(",") if args.target_modules else None
     small = downsample_model(model, args.keep, args.mode, args.interpolation, targets)
     tokenizer = None
@@ -56,12 +57,11 @@ def add_sweep(sub) -> None:
     p.add_argument("--target-modules", help="Comma-separated module names; default: each model's 'topo' entry.")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--output", required=True, help="Folder for sweep.json and sweep.png.")
+    add_device_options(p)
     p.set_defaults(func=run_sweep)
 
 def run_sweep(args) -> int:
     import os
-
-    from transformers import AutoTokenizer
 
     from ..evaluation.blimp_data import load_blimp
     from ..core.files import write_json_atomic
@@ -69,7 +69,7 @@ def run_sweep(args) -> int:
     from ..evaluation.perplexity import token_blocks
 
     keeps = [float(k) for k in args.keep.split(",")]
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+    tokenizer = load_tokenizer(args.tokenizer or args.model, "--tokenizer" if args.tokenizer else "--model")
     input_ids = None
     if args.data:
         with open(args.data, encoding="utf-8") as f:
@@ -80,7 +80,8 @@ def run_sweep(args) -> int:
     results = {}
     for label, path in (("TopoNet", args.model), ("baseline", args.baseline)):
         if path:
-            results[label] = sweep_model(load_model(path), keeps, evaluate, args.interpolation, targets)
+            model = load_model(path, args.device, args.dtype, flag="--model" if label == "TopoNet" else "--baseline")
+            results[label] = sweep_model(model, keeps, evaluate, args.interpolation, targets)
     os.makedirs(args.output, exist_ok=True)
     write_json_atomic(os.path.join(args.output, "sweep.json"), results)
     plot_sweep_results(results, os.path.join(args.output, "sweep.png"))

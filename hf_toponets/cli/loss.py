@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import load_model
+from .common import add_device_options, load_model
 
 
 def add_loss(sub) -> None:
@@ -12,13 +12,14 @@ def add_loss(sub) -> None:
     p.add_argument("--all-layers", action="store_true",
                    help="Scan: TopoLoss of every Linear/Conv1D/Conv2d layer, the topographic ones marked * "
                         "(layers trained with TopoLoss score far lower than the others).")
+    add_device_options(p)
     p.set_defaults(func=run_loss)
 
 def run_loss(args) -> int:
     from ..core.config import TopoConfig
     from ..core.loss import topo_losses
 
-    model = load_model(args.model)
+    model = load_model(args.model, args.device, args.dtype)
     if args.all_layers:
         return _print_scan(model, args.target_modules)
     if args.target_modules:
