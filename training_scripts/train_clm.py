@@ -32,11 +32,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, TrainingArguments, set_seed
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_toponets import TopoConfig, TopoTrainer
+from hf_toponets.training.arguments import parse_args
 from hf_toponets.training.data import embedded_corpus, pack_dataset, train_tokenizer
 
 HERE = Path(__file__).resolve().parent
@@ -110,25 +110,7 @@ def build_peft_model(model, lora: LoraArguments, topo: TopoConfig):
 
 def parse(argv: list[str]):
     """A YAML file first, then flags that override it; without a YAML file, the embedded default's."""
-    if not argv or not argv[0].endswith((".yaml", ".yml")):
-        argv = [str(DEFAULT_CONFIG), *argv]
-    argv = yaml_to_flags(Path(argv[0])) + argv[1:]
-    return HfArgumentParser((ScriptArguments, TrainingArguments, TopoConfig, LoraArguments)).parse_args_into_dataclasses(argv)
-
-
-def yaml_to_flags(path: Path) -> list[str]:
-    """``{key: value}`` -> ``["--key", "value"]``; lists give several values, dicts become JSON."""
-    import json
-
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of argument names to values")
-    flags = []
-    for key, value in data.items():
-        values = value if isinstance(value, list) else [value]
-        flags.append(f"--{key}")
-        flags.extend(json.dumps(v) if isinstance(v, dict) else str(v) for v in values)
-    return flags
+    return parse_args((ScriptArguments, TrainingArguments, TopoConfig, LoraArguments), argv, DEFAULT_CONFIG)
 
 
 def build_tokenizer(script: ScriptArguments):
