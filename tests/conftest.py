@@ -96,3 +96,40 @@ def online(hub, tmp_path, monkeypatch):
     yield hub
     # huggingface_hub asks for its agent registry on first use and copes with a 404
     assert [r for r in hub.unknown[unknown:] if r != "GET /api/agent-harnesses"] == []
+
+
+def tiny_resnet(seed: int = 0, hidden_sizes=(16, 32), num_labels: int = 10):
+    """A randomly initialised ResNet image classifier (basic blocks, one per stage) for 3 x 32 x 32 inputs."""
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(seed)
+    config = ResNetConfig(embedding_size=16, hidden_sizes=list(hidden_sizes), depths=[1] * len(hidden_sizes),
+                          layer_type="basic", num_labels=num_labels)
+    return ResNetForImageClassification(config)
+
+
+def tiny_vit(seed: int = 0, hidden: int = 36, layers: int = 2, num_labels: int = 10, image_size: int = 32):
+    """A randomly initialised ViT image classifier without dropout (8 x 8 patches of 3 x 32 x 32 inputs)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    config = ViTConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=4 * hidden,
+                       image_size=image_size, patch_size=8, num_labels=num_labels,
+                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return ViTForImageClassification(config)
+
+
+@pytest.fixture(scope="session")
+def digits_folder(tmp_path_factory) -> Path:
+    """scikit-learn's digits as an image folder, one subfolder per digit ("0" ... "9"), 20 PNGs each (32 x 32)."""
+    from hf_toponets.training.images import embedded_digits
+
+    folder = tmp_path_factory.mktemp("digits")
+    counts = {}
+    for i, row in enumerate(embedded_digits(32)):
+        name = str(row["label"])
+        if counts.get(name, 0) < 20:
+            (folder / name).mkdir(exist_ok=True)
+            row["image"].save(folder / name / f"{i:04d}.png")
+            counts[name] = counts.get(name, 0) + 1
+    return folder
