@@ -39,7 +39,7 @@ from ..core.files import write_json_atomic
 from ..core.sheet import layer_sheet_shape
 from ..evaluation.image_folder import image_batches
 from .activations import collect_responses
-from .metrics import selectivity
+from .selectivity import selectivity
 from .plots import plot_sheet_maps
 from .report import analysis_layers
 

@@ -153,6 +153,23 @@ def _check_targets(model: nn.Module, targets: dict[str, TopoTarget], mlps: dict[
     return h, w, d
 
 
+def _refuse_conv_sheets(model: nn.Module, targets) -> None:
+    """``ValueError`` when a target is a Conv2d sheet: the paper (sec. 3.3) found that downsampling conv
+    weights drops performance to 0, so convolutional TopoNets are measured by L1 pruning instead."""
+    config = TopoConfig(target_modules=targets) if targets is not None else read_topo_config(model)
+    if config is None:
+        return  # _select_targets names the problem
+    modules = dict(model.named_modules())
+    names = resolve_targets(model, config) if targets is not None else config.sheets
+    convs = [name for name in names if isinstance(modules.get(name), nn.Conv2d)]
+    if convs:
+        raise ValueError(
+            f"downsample_model: {len(convs)} target(s) are Conv2d sheets ({', '.join(convs[:3])}{', ...' if len(convs) > 3 else ''}); "
+            "downsampling convolution weights is not supported (the paper, sec. 3.3: it drops performance to 0); "
+            "measure a convolutional TopoNet's efficiency with L1 pruning instead (hf-toponets sweep)"
+        )
+
+
 def downsample_model(model: nn.Module, keep: float = 0.2, mode: str = "shrink", interpolation: str = "bilinear", targets=None) -> nn.Module:
     """A new model whose target MLP sheets keep a fraction ``keep`` of their units.
 
@@ -163,6 +180,7 @@ def downsample_model(model: nn.Module, keep: float = 0.2, mode: str = "shrink", 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     check_interpolation(interpolation, "downsample_model")
+    _refuse_conv_sheets(model, targets)
     layout = mlp_layout(model)
     if topo_root(model) is not model:
         raise ValueError("downsample_model: merge the PEFT adapters first (model.merge_and_unload())")

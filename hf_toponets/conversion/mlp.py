@@ -82,6 +82,12 @@ def mlp_names(model: nn.Module, layout: MlpLayout, targets) -> dict[str, MlpName
     modules = dict(model.named_modules())
     out = {}
     for name in targets:
+        if name == layout.proj or name.endswith("." + layout.proj):  # e.g. the paper's ViT TopoNets, topographic in fc2
+            raise ValueError(
+                f"target {name} is its MLP's output projection '{layout.proj}': its units are the model's hidden size "
+                f"(the residual stream), which downsampling cannot change; downsample the input projection's sheet "
+                f"instead: targets=['{layout.fc}'] (CLI: --target-modules {layout.fc})"
+            )
         names = _block_names(name, layout)
         proj = modules.get(names.proj) if names else None
         found = f"{type(proj).__name__ if proj is not None else 'nothing'} at {names.proj if names else layout.proj}"
