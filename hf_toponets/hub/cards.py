@@ -29,7 +29,7 @@ TRAINING_KEYS = {
     "tokens_seen": "Training tokens seen.",
     "tau": "TopoLoss weight used (default: the topo entry's tau).",
     "tau_schedule": "tau schedule phases used (default: the topo entry's).",
-    "eval_dataset": "Dataset of the held-out perplexity (default: the first training dataset).",
+    "eval_dataset": "Dataset of the held-out perplexity or accuracy (default: the first training dataset).",
 }
 SOURCE_KEY = "topo_source"  # config.json entry written by convert_checkpoint: where a converted TopoNet came from
 SOURCE_FIELDS = ("file", "sha256", "format", "container", "converter", "logit_max_abs_diff", "logit_check", "layer_scan")
@@ -39,6 +39,7 @@ RESULT_KEYS = {
     "perplexity": "Held-out perplexity exp(eval_loss).",
     "windows": "hf-toponets windows windows.json: {layers: {name: {sheet, a, b, c, r2, yoking, theta_median, "
                "smoothness}}, max_delta, n_sequences, maps, curves}.",
+    "accuracy": "Held-out top-1 accuracy of an image classifier (the Trainer's eval_accuracy), in [0, 1].",
 }
 
 
@@ -181,8 +182,13 @@ def _smoothness_section(metrics: dict) -> dict | None:
             "samples": f"{samples:,}" if samples else None}
 
 
-def _eval_results(blimp: dict | None, perplexity: float | None, eval_dataset: str | None) -> list[EvalResult]:
+def _eval_results(blimp: dict | None, perplexity: float | None, eval_dataset: str | None,
+                  accuracy: float | None = None) -> list[EvalResult]:
     results = []
+    if accuracy is not None:
+        results.append(EvalResult(task_type="image-classification", task_name="Image classification",
+                                  dataset_type=eval_dataset or "held-out", dataset_name=eval_dataset or "held-out images",
+                                  metric_type="accuracy", metric_name="Top-1 accuracy", metric_value=round(float(accuracy), 4)))
     if perplexity is not None:
         results.append(EvalResult(task_type="text-generation", task_name="Language modelling",
                                   dataset_type=eval_dataset or "held-out", dataset_name=eval_dataset or "held-out text",
@@ -255,12 +261,14 @@ def _windows_section(windows: dict) -> dict:
 
 def render_card(topo: dict, model_type: str, *, model_id: str | None = None, training: dict | None = None,
                 blimp: dict | None = None, metrics: dict | None = None, perplexity: float | None = None,
-                task: str = "text-generation", source: dict | None = None, windows: dict | None = None) -> ModelCard:
+                accuracy: float | None = None, task: str = "text-generation", source: dict | None = None,
+                windows: dict | None = None) -> ModelCard:
     """A TopoNet's model card from plain data.
 
     ``topo``: the ``topo`` entry of ``config.json`` (sheets filled in); ``model_type``: config.json's;
     ``model_id``: the Hub id shown in the card (else ``USER/NAME``); ``training``: keys of :data:`TRAINING_KEYS`;
-    ``blimp``/``metrics``: see :data:`RESULT_KEYS`; ``perplexity``: held-out ``exp(eval_loss)``;
+    ``blimp``/``metrics``: see :data:`RESULT_KEYS`; ``perplexity``: held-out ``exp(eval_loss)``; ``accuracy``:
+    an image classifier's held-out top-1 accuracy;
     ``task``: the Hub pipeline tag, ``"text-generation"`` or ``"image-classification"``
     (:func:`hf_toponets.hub.loading.model_task`); ``source``: config.json's ``topo_source`` of a converted
     checkpoint (fields :data:`SOURCE_FIELDS`), shown as a "Source / conversion" block; ``windows``: see
@@ -281,10 +289,12 @@ def render_card(topo: dict, model_type: str, *, model_id: str | None = None, tra
     check_windows(config, windows, source="render_card")
     if perplexity is not None and not (isinstance(perplexity, (int, float)) and math.isfinite(perplexity) and perplexity >= 1):
         raise ValueError(f"render_card: perplexity must be a finite number >= 1, got {perplexity!r}")
+    if accuracy is not None:
+        _accuracy(accuracy, "accuracy", "render_card")
     datasets = list(training.get("datasets") or [])
     eval_dataset = training.get("eval_dataset") or (datasets[0] if datasets else None)
     name = model_id or "USER/NAME"
-    eval_results = _eval_results(blimp, perplexity, eval_dataset)
+    eval_results = _eval_results(blimp, perplexity, eval_dataset, accuracy)
     data = ModelCardData(
         library_name="transformers", pipeline_tag=task, license=training.get("license"),
         base_model=training.get("base_model"), datasets=datasets or None, language=training.get("language"),
@@ -304,10 +314,11 @@ def render_card(topo: dict, model_type: str, *, model_id: str | None = None, tra
         description=_description(config, model_type, training, task), training=_training_lines(config, training),
         layers={"header": ["Layer", "Sheet h x w x d", "Blur factor h x w", "tau"], "rows": layers},
         perplexity={"value": f"{perplexity:.2f}", "dataset": eval_dataset and f"`{eval_dataset}`"} if perplexity else None,
+        accuracy={"value": _pct(accuracy), "dataset": eval_dataset and f"`{eval_dataset}`"} if accuracy is not None else None,
         blimp=_blimp_section(blimp) if blimp else None,
         smoothness=_smoothness_section(metrics) if metrics else None,
         maps=list(maps.items()), curves=(metrics or {}).get("curves"),
         source=_source_section(source, config.sheets) if source else None,
         windows=_windows_section(windows) if windows else None,
-        auto_class="AutoModelForCausalLM" if task == "text-generation" else "AutoModelForImageClassification",
+        auto_class="AutoModelForCausalLM" if task == "text-generation" else "AutoModelForImageClassification", task=task,
     )

@@ -49,8 +49,9 @@ def last_eval_loss(log_history: list[dict]) -> float | None:
     return losses[-1] if losses else None
 
 
-def _from_trainer_state(state: dict) -> tuple[dict, dict]:
-    """``trainer_state.json`` -> (training, results): steps, tokens, the last eval loss and BLiMP entries."""
+def _from_trainer_state(state: dict, task: str) -> tuple[dict, dict]:
+    """``trainer_state.json`` -> (training, results): steps, tokens, BLiMP entries and the last evaluation:
+    ``exp(eval loss)`` of a language model (``task`` text-generation), ``eval_accuracy`` of an image classifier."""
     training, results = {}, {}
     if state.get("global_step"):
         training["max_steps"] = int(state["global_step"])
@@ -58,9 +59,11 @@ def _from_trainer_state(state: dict) -> tuple[dict, dict]:
         training["tokens_seen"] = int(state["num_input_tokens_seen"])
     log_history = state.get("log_history") or []
     loss = last_eval_loss(log_history)
-    if loss is not None:
+    if loss is not None and task == "text-generation":
         results["perplexity"] = math.exp(loss)
     for entry in log_history:
+        if "eval_accuracy" in entry and task == "image-classification":
+            results["accuracy"] = entry["eval_accuracy"]
         scores = {k[len(p):]: v for k, v in entry.items() for p in BLIMP_LOG_PREFIXES if k.startswith(p)}
         if "overall" in scores:  # logged as eval_blimp_overall and eval_blimp_<phenomenon>
             results["blimp"] = {"overall": scores.pop("overall"), "phenomena": scores}
@@ -84,7 +87,7 @@ def read_model_folder(folder: str | os.PathLike) -> dict:
         previous = ModelCard.load(folder / "README.md").data.to_dict().get("hf_toponets") or {}
         training.update(previous.get("training") or {})
     if (folder / "trainer_state.json").is_file():
-        state_training, results = _from_trainer_state(_read_json(folder / "trainer_state.json"))
+        state_training, results = _from_trainer_state(_read_json(folder / "trainer_state.json"), model_task(config))
         training.update(state_training)
     for key, name in (("blimp", "blimp_results.json"), ("metrics", "metrics.json"), ("windows", "windows.json")):
         if (folder / name).is_file():

@@ -41,6 +41,7 @@ from ..evaluation.blimp import blimp_log_metrics, evaluate_blimp
 from ..evaluation.blimp_data import load_blimp
 from ..hub.cards import TRAINING_KEYS
 from ..hub.folder import last_eval_loss, write_model_card
+from ..hub.loading import model_task
 from .publishing import card_facts, copy_checkpoint, start_push
 
 BLIMP_FILE = "blimp_results.json"
@@ -208,9 +209,15 @@ class TopoTrainerMixin:
             info["tokens_seen"] = int(self.state.num_input_tokens_seen)
         return {**info, **self.model_card_info}
 
-    def _last_perplexity(self) -> float | None:
-        loss = last_eval_loss(self.state.log_history)
-        return math.exp(loss) if loss is not None and loss < 50 else None
+    def _card_results(self) -> dict:
+        """The last evaluation's headline: an image classifier's top-1 ``eval_accuracy`` (from
+        ``compute_metrics``), a language model's perplexity ``exp(eval_loss)``."""
+        history = self.state.log_history
+        if model_task(self.model.config) == "image-classification":
+            accuracy = [h["eval_accuracy"] for h in history if "eval_accuracy" in h]
+            return {"accuracy": accuracy[-1]} if accuracy else {}
+        loss = last_eval_loss(history)
+        return {"perplexity": math.exp(loss)} if loss is not None and loss < 50 else {}
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save weights and ``config.json`` (with its ``topo`` entry), BLiMP results, trainer_state.json and the card.
@@ -239,9 +246,8 @@ class TopoTrainerMixin:
             return
         self.model_card_info = card_facts(self.accelerator.unwrap_model(self.model), self.model_card_info,
                                           **card_arguments)
-        perplexity = self._last_perplexity()
         write_model_card(output_dir or self.args.output_dir, training=self.card_training_info(),
-                         results={} if perplexity is None else {"perplexity": perplexity}, model_id=self.hub_model_id)
+                         results=self._card_results(), model_id=self.hub_model_id)
 
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token: str | None = None,
                     revision: str | None = None, private: bool | None = None, **card_arguments):
