@@ -121,14 +121,14 @@ def tiny_vit(seed: int = 0, hidden: int = 36, layers: int = 2, num_labels: int =
 
 @pytest.fixture(scope="session")
 def digits_folder(tmp_path_factory) -> Path:
-    """scikit-learn's digits as an image folder, one subfolder per digit ("0" ... "9"), 20 PNGs each (32 x 32)."""
+    """scikit-learn's digits as an image folder, one subfolder per digit ("0" ... "9"), 12 PNGs each (32 x 32)."""
     from hf_toponets.training.images import embedded_digits
 
     folder = tmp_path_factory.mktemp("digits")
     counts = {}
     for i, row in enumerate(embedded_digits(32)):
         name = str(row["label"])
-        if counts.get(name, 0) < 20:
+        if counts.get(name, 0) < 12:
             (folder / name).mkdir(exist_ok=True)
             row["image"].save(folder / name / f"{i:04d}.png")
             counts[name] = counts.get(name, 0) + 1

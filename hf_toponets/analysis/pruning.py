@@ -1,4 +1,4 @@
-"""L1 unstructured pruning (``torch.nn.utils.prune``) and sweeps of perplexity against sparsity.
+"""L1 unstructured pruning (``torch.nn.utils.prune``) and sweeps of performance (perplexity, top-1 accuracy) against sparsity.
 
 TopoNets section 2.3 / Fig. 4A: set the smallest-magnitude ``n%`` of the weights to zero and
 measure the change in performance. ``prune.L1Unstructured`` zeroes exactly
@@ -72,36 +72,41 @@ def pruning_sweep(
     model: nn.Module,
     names: Sequence[str],
     sparsities: Sequence[float],
-    input_ids: torch.LongTensor,
+    input_ids: torch.LongTensor | None = None,
     batch_size: int = 8,
     global_: bool = True,
     evaluate: Callable[[nn.Module], float] | None = None,
 ) -> dict[str, list[float]]:
     """Perplexity on held-out ``input_ids (n, t)`` after L1-pruning the named layers to each
     sparsity, as differences from the unpruned model; ``evaluate(model) -> float`` (e.g. a BLiMP
-    accuracy) is reported likewise. The model's weights are restored after each level and on
-    error: the caller's model is left as it came.
+    or an image classifier's top-1 accuracy) is reported likewise; give either or both. The
+    model's weights are restored after each level and on error: the caller's model is left as it came.
 
     Returns lists aligned with ``sparsities``: ``sparsity``, ``achieved_sparsity`` (zeros counted
-    over the named weights), ``perplexity``, ``delta_perplexity`` (pruned - unpruned) and, with
-    ``evaluate``, ``score`` and ``delta_score``.
+    over the named weights) and, with ``input_ids``, ``perplexity`` and ``delta_perplexity``
+    (pruned - unpruned); with ``evaluate``, ``score`` and ``delta_score``.
     """
     sparsities = check_sparsities(sparsities)
+    if input_ids is None and evaluate is None:
+        raise ValueError("pruning_sweep: give input_ids (for perplexity) and/or evaluate (model -> score)")
     modules = _modules(model, names)
     originals = {n: m.weight.detach().clone() for n, m in modules.items()}
-    base_ppl = perplexity(model, input_ids, batch_size)
+    base_ppl = perplexity(model, input_ids, batch_size) if input_ids is not None else None
     base_score = evaluate(model) if evaluate is not None else None
-    out: dict[str, list[float]] = {"sparsity": [], "achieved_sparsity": [], "perplexity": [], "delta_perplexity": []}
+    out: dict[str, list[float]] = {"sparsity": [], "achieved_sparsity": []}
+    if input_ids is not None:
+        out.update(perplexity=[], delta_perplexity=[])
     if evaluate is not None:
         out.update(score=[], delta_score=[])
     try:
         for s in sparsities:
             l1_prune(model, names, s, global_)
-            ppl = perplexity(model, input_ids, batch_size)
             out["sparsity"].append(s)
             out["achieved_sparsity"].append(weight_sparsity(model, names))
-            out["perplexity"].append(ppl)
-            out["delta_perplexity"].append(ppl - base_ppl)
+            if input_ids is not None:
+                ppl = perplexity(model, input_ids, batch_size)
+                out["perplexity"].append(ppl)
+                out["delta_perplexity"].append(ppl - base_ppl)
             if evaluate is not None:
                 score = float(evaluate(model))
                 out["score"].append(score)

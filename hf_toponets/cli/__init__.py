@@ -1,7 +1,7 @@
 """``hf-toponets <verb>``: thin argument parsing over the library's functions.
 
 One module per verb group (``loss``, ``publish``: card and push, ``downsample``: downsample and sweep,
-``analyze``, ``blimp``, ``convert``, ``windows``). Each verb has an ``add_<verb>(subparsers)`` that declares its
+``analyze``, ``blimp``, ``convert``, ``windows``, ``selectivity``). Each verb has an ``add_<verb>(subparsers)`` that declares its
 arguments and sets ``func`` to a ``run_<verb>(args)`` that calls the library. Heavy imports stay inside the
 ``run_*`` functions so that ``--help`` is instant.
 """
@@ -17,9 +17,10 @@ from .convert import add_convert
 from .downsample import add_downsample, add_sweep
 from .loss import add_loss
 from .publish import add_card, add_push
+from .selectivity import add_selectivity
 from .windows import add_windows
 
-VERBS = [add_loss, add_card, add_push, add_downsample, add_sweep, add_analyze, add_blimp, add_convert, add_windows]
+VERBS = [add_loss, add_card, add_push, add_downsample, add_sweep, add_analyze, add_blimp, add_convert, add_windows, add_selectivity]
 
 
 def build_parser() -> argparse.ArgumentParser:

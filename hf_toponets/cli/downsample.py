@@ -6,8 +6,8 @@ from .common import add_device_options, load_model, load_tokenizer
 
 
 def add_downsample(sub) -> None:
-    p = sub.add_parser("downsample", help="Resample a TopoNet's c_fc sheets into a smaller (or reconstructed) model.")
-    p.add_argument("--model", required=True, help="Folder or Hub repo id of a saved TopoNet (GPT-Neo or GPT-2).")
+    p = sub.add_parser("downsample", help="Resample a TopoNet's MLP sheets (GPT c_fc, ViT fc1) into a smaller (or reconstructed) model.")
+    p.add_argument("--model", required=True, help="Folder or Hub repo id of a saved TopoNet (GPT-Neo, GPT-2 or ViT).")
     p.add_argument("--keep", type=float, default=0.2, help="Fraction of each sheet's units to keep, in (0, 1].")
     p.add_argument("--mode", choices=["shrink", "reconstruct"], default="shrink",
                    help="shrink: a smaller MLP width; reconstruct: same architecture, upsampled weights.")
@@ -26,24 +26,29 @@ def run_downsample(args) -> int:
     model = load_model(args.model, args.device, args.dtype)
     targets = args.target_modules.split(",") if args.target_modules else None
     small = downsample_model(model, args.keep, args.mode, args.interpolation, targets)
-    tokenizer = None
-    if os.path.isfile(os.path.join(args.model, "tokenizer_config.json")):  # the source folder has a tokenizer
+    others = []  # what the source folder holds beside the weights travels with them
+    if os.path.isfile(os.path.join(args.model, "tokenizer_config.json")):
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
-    save_pretrained_atomic(small, args.output, tokenizer)
+        others.append(AutoTokenizer.from_pretrained(args.model))
+    if os.path.isfile(os.path.join(args.model, "preprocessor_config.json")):
+        from transformers import AutoImageProcessor
+
+        others.append(AutoImageProcessor.from_pretrained(args.model))
+    save_pretrained_atomic(small, args.output, *others)
     before, after = count_parameters(model), count_parameters(small)
     info = small.config.topo_downsample
     print(f"sheet {info['source_sheet'][0]} x {info['source_sheet'][1]} -> {info['sheet'][0]} x {info['sheet'][1]} "
           f"({info['kept_fraction']:.2%} of the units), mode {args.mode}, interpolation {args.interpolation}")
     for key in ("total", "mlp"):
         print(f"{key:>5} parameters: {before[key]:>13,} -> {after[key]:>13,}  ({after[key] / before[key]:.2%})")
-    print(f"saved to {args.output}{' (with the tokenizer)' if tokenizer is not None else ''}")
+    print(f"saved to {args.output}" + "".join(f" (with the {type(o).__name__})" for o in others))
     return 0
 
 def add_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="Fig. 4: perplexity / BLiMP against the fraction of c_fc parameters kept "
-                                     "(shrink, reconstruct, L1 pruning at the same budget).")
+                                     "(shrink, reconstruct, L1 pruning at the same budget); for an image "
+                                     "classifier, top-1 accuracy against the fraction of weights L1-pruned.")
     p.add_argument("--model", required=True, help="Folder or Hub repo id of a saved TopoNet.")
     p.add_argument("--baseline", help="Its tau = 0 baseline, drawn in the same plot.")
     p.add_argument("--keep", default="1,0.8,0.6,0.4,0.2,0.1", help="Comma-separated fractions of units to keep.")
@@ -56,6 +61,10 @@ def add_sweep(sub) -> None:
     p.add_argument("--interpolation", choices=["bilinear", "nearest"], default="bilinear")
     p.add_argument("--target-modules", help="Comma-separated module names; default: each model's 'topo' entry.")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--images", help="Image classifiers: labelled images, one subfolder per class named by a label of "
+                                    "the model (config.json's label2id).")
+    p.add_argument("--sparsity", default="0,0.25,0.5,0.75,0.9",
+                   help="Image classifiers: comma-separated fractions of the topographic layers' weights to prune.")
     p.add_argument("--output", required=True, help="Folder for sweep.json and sweep.png.")
     add_device_options(p)
     p.set_defaults(func=run_sweep)
@@ -63,11 +72,19 @@ def add_sweep(sub) -> None:
 def run_sweep(args) -> int:
     import os
 
+    from transformers import AutoConfig
+
+    from ..hub.loading import check_model_source
     from ..evaluation.blimp_data import load_blimp
     from ..core.files import write_json_atomic
     from ..analysis.sweep import make_evaluate, plot_sweep_results, sweep_model
     from ..evaluation.perplexity import token_blocks
+    from ..hub.loading import model_task
 
+    if not os.path.isdir(args.model):
+        check_model_source(args.model, "--model")  # one clear line, not AutoConfig's OSError
+    if model_task(AutoConfig.from_pretrained(args.model)) == "image-classification":
+        return run_pruning_sweep(args)
     keeps = [float(k) for k in args.keep.split(",")]
     tokenizer = load_tokenizer(args.tokenizer or args.model, "--tokenizer" if args.tokenizer else "--model")
     input_ids = None
@@ -92,5 +109,53 @@ def run_sweep(args) -> int:
                 ppl, acc = r["metrics"].get("perplexity"), r["metrics"].get("blimp")
                 print(f"{label:<9} {point['kept_fraction']:>5.3f} {method:<11} {r['parameters']['total']:>12,} "
                       f"{'-' if ppl is None else f'{ppl:.3f}':>10} {'-' if acc is None else f'{acc:.3f}':>6}")
+    print(f"wrote {os.path.join(args.output, 'sweep.json')} and sweep.png")
+    return 0
+
+
+def run_pruning_sweep(args) -> int:
+    """Fig. 4A for image classifiers: top-1 accuracy on ``--images`` after L1-pruning the topographic
+    layers (one global threshold over their weights), TopoNet and baseline alike."""
+    import os
+
+    from transformers import AutoImageProcessor
+
+    from ..analysis.plots import plot_sweep
+    from ..analysis.pruning import pruning_sweep
+    from ..core.files import write_json_atomic
+    from ..core.metadata import read_topo_config
+    from ..evaluation.classification import evaluate_top1
+    from ..evaluation.image_folder import labelled_batches, read_image_folder
+
+    if not args.images:
+        raise ValueError(f"{args.model} is an image classifier: give --images FOLDER (one subfolder per class, "
+                         "named by the model's labels) to measure its top-1 accuracy")
+    categories = read_image_folder(args.images, "--images")
+    sparsities = [float(s) for s in args.sparsity.split(",")]
+    results = {}
+    for label, path in (("TopoNet", args.model), ("baseline", args.baseline)):
+        if not path:
+            continue
+        model = load_model(path, args.device, args.dtype, flag="--model" if label == "TopoNet" else "--baseline")
+        names = args.target_modules.split(",") if args.target_modules else None
+        if names is None:
+            topo = read_topo_config(model)
+            if topo is None:
+                raise ValueError(f"{path} has no 'topo' entry: name the layers to prune with --target-modules")
+            names = list(topo.sheets)
+        batches = labelled_batches(categories, AutoImageProcessor.from_pretrained(path), model.config.label2id, args.batch_size)
+        sweep = pruning_sweep(model, names, sparsities, evaluate=lambda m, b=batches: evaluate_top1(m, b))
+        results[label] = {"layers": names, "sparsity": sweep["sparsity"], "achieved_sparsity": sweep["achieved_sparsity"],
+                          "accuracy": sweep["score"], "delta_accuracy": sweep["delta_score"]}
+    os.makedirs(args.output, exist_ok=True)
+    write_json_atomic(os.path.join(args.output, "sweep.json"), results)
+    panel = {label: (r["sparsity"], r["delta_accuracy"]) for label, r in results.items()}
+    plot_sweep({"change in top-1 accuracy": panel}, os.path.join(args.output, "sweep.png"),
+               xlabel="fraction of the topographic layers' weights pruned (L1)",
+               styles={"TopoNet": ("tab:red", "-"), "baseline": ("black", "--")})
+    print(f"{'model':<9} {'pruned':>7} {'top-1':>7} {'change':>7}")
+    for label, r in results.items():
+        for s, acc, delta in zip(r["sparsity"], r["accuracy"], r["delta_accuracy"]):
+            print(f"{label:<9} {s:>7.3f} {acc:>7.4f} {delta:>+7.4f}")
     print(f"wrote {os.path.join(args.output, 'sweep.json')} and sweep.png")
     return 0
