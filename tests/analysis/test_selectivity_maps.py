@@ -119,3 +119,31 @@ def test_needs_two_images_per_category(tmp_path, digits_folder):
     categories = {k: v[:1] if k == "3" else v[:4] for k, v in read_image_folder(digits_folder).items()}
     with pytest.raises(ValueError, match=r"selectivity_maps: need >= 2 categories of >= 2 images each.*\['3'\]"):
         selectivity_maps(model, categories, ConvNextImageProcessorPil(), tmp_path, progress=False)
+
+
+@pytest.mark.slow
+def test_maps_get_smoother_with_tau(tmp_path, digits_folder):
+    """Same init, same digits, same steps: the TopoNet's t-maps (one category per digit) are smoother than tau = 0's."""
+    from transformers import ConvNextImageProcessorPil, TrainingArguments
+
+    from hf_toponets import TopoTrainer
+    from hf_toponets.training.images import collate_images, embedded_digits, image_transform
+
+    processor = ConvNextImageProcessorPil(size={"shortest_edge": 32}, crop_pct=1.0)
+    train = embedded_digits(32).select(range(400, 1040)).with_transform(image_transform(processor))
+    categories = read_image_folder(digits_folder)
+    smoothness = {}
+    for tau in (0.0, 20.0):
+        model = tiny_resnet(seed=0, hidden_sizes=(64, 128))
+        args = TrainingArguments(str(tmp_path / f"tau{tau}"), max_steps=10, per_device_train_batch_size=16, learning_rate=0.05,
+                                 lr_scheduler_type="constant", report_to=[], save_strategy="no", use_cpu=True,
+                                 disable_tqdm=True, seed=0, remove_unused_columns=False, logging_steps=10)
+        trainer = TopoTrainer(model=model, args=args, train_dataset=train, data_collator=collate_images,
+                              topo_config=TopoConfig(target_modules=["convolution"], exclude_modules=["embedder.convolution"], tau=tau))
+        trainer.train()
+        result = selectivity_maps(model, categories, processor, tmp_path / f"maps{tau}", batch_size=64, progress=False)
+        values = [v for entry in result["layers"].values() for v in entry["smoothness"].values()]
+        assert len(values) == 6 * 10  # 6 conv sheets (8 x 8, 8 x 16; shortcuts included) x 10 digits
+        smoothness[tau] = statistics.fmean(values)
+    # measured: about -0.02 for tau = 0 (a shuffled map's level) and 0.31 for tau = 20
+    assert smoothness[0.0] < 0.1 and smoothness[20.0] > smoothness[0.0] + 0.2, smoothness
