@@ -46,7 +46,7 @@ ARCHITECTURES = {
                              patch_size=32)),
     "tiny-resnet": ("resnet", dict(layer_type="basic", depths=[1, 1, 1], hidden_sizes=[64, 128, 256], embedding_size=32)),
     "tiny-vit": ("vit", dict(hidden_size=144, num_hidden_layers=4, num_attention_heads=4, intermediate_size=576,
-                             patch_size=4, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)),
+                             patch_size=8, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)),
 }
 
 
