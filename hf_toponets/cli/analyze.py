@@ -22,9 +22,14 @@ def add_analyze(sub) -> None:
 
 def run_analyze(args) -> int:
     from ..analysis.report import analyze
+    from ..hub.loading import model_task
 
     model = load_model(args.model, args.device, args.dtype)
     input_ids = None
+    if args.data and model_task(model.config) == "image-classification":
+        raise ValueError(f"--data is text, for a language model's activations; {args.model} is an image classifier: "
+                         "omit --data to measure its weights, or map its responses to images with "
+                         "`hf-toponets selectivity --images FOLDER`")
     if args.data:
         from ..evaluation.perplexity import token_blocks
 

@@ -124,6 +124,17 @@ def test_sweep_on_an_image_classifier_needs_images(tmp_path, capsys):
     assert "is an image classifier: give --images FOLDER" in capsys.readouterr().err
 
 
+def test_analyze_measures_an_image_classifiers_weights(tmp_path, capsys):
+    folder = save_classifier(tmp_path / "resnet", tiny_resnet(seed=5))
+    assert main(["analyze", "--model", str(folder), "--output", str(tmp_path / "a")]) == 0
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert set(metrics["maps"]) == set(TopoConfig.from_pretrained(str(folder)).sheets)  # a map of every conv sheet
+    text = tmp_path / "t.txt"
+    text.write_text("some text")
+    assert main(["analyze", "--model", str(folder), "--data", str(text), "--output", str(tmp_path / "b")]) == 2
+    assert "is an image classifier: omit --data" in capsys.readouterr().err
+
+
 def test_loss_and_downsample_load_image_classifiers(tmp_path, capsys):
     from transformers import AutoModelForImageClassification
 
