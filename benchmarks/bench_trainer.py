@@ -62,7 +62,10 @@ def main():
     parser.add_argument("--image", type=int, default=224)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--tau", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 gives stable medians on a busy machine")
     a = parser.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     model, inputs, topo, what = MODELS[a.model](a)
     out = tempfile.mkdtemp()
