@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import tiny_resnet, tiny_vit
 
+from hf_toponets.analysis.activations import collect_responses
 from hf_toponets.analysis.selectivity_maps import category_t_values, moran_i, selectivity_maps
 from hf_toponets.core.config import TopoConfig
 from hf_toponets.core.metadata import attach_topo_config
@@ -141,8 +142,12 @@ def test_maps_get_smoother_with_tau(tmp_path, digits_folder):
         trainer = TopoTrainer(model=model, args=args, train_dataset=train, data_collator=collate_images,
                               topo_config=TopoConfig(target_modules=["convolution"], exclude_modules=["embedder.convolution"], tau=tau))
         trainer.train()
-        result = selectivity_maps(model, categories, processor, tmp_path / f"maps{tau}", batch_size=64, progress=False)
-        values = [v for entry in result["layers"].values() for v in entry["smoothness"].values()]
+        # the maps' numbers without their PNGs (drawing 60 panels would dominate the test)
+        modules = {name: model.get_submodule(name) for name in trainer.topo_config.sheets}
+        paths = [p for ps in categories.values() for p in ps]
+        responses = collect_responses(model, modules, image_batches(paths, processor, 64))
+        values = [moran_i(t.reshape(h, w)) for name, (h, w, _) in trainer.topo_config.sheets.items()
+                  for t in category_t_values(responses[name], [len(p) for p in categories.values()])]
         assert len(values) == 6 * 10  # 6 conv sheets (8 x 8, 8 x 16; shortcuts included) x 10 digits
         smoothness[tau] = statistics.fmean(values)
     # measured: about -0.02 for tau = 0 (a shuffled map's level) and 0.31 for tau = 20
