@@ -31,6 +31,7 @@ _EXPORTS = {
     "smoothness": "analysis.smoothness",
     "effective_dimensionality": "analysis.dimensionality",
     "integration_windows": "analysis.windows",
+    "selectivity_maps": "analysis.selectivity_maps",
     "TopoTrainer": "training.trainer",
     "TopoTrainerMixin": "training.mixin",
     "topo_hooks": "core.hooks",
@@ -60,6 +61,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # static tools see the eager imports
     from .analysis.dimensionality import effective_dimensionality
     from .analysis.smoothness import smoothness
+    from .analysis.selectivity_maps import selectivity_maps
     from .analysis.windows import integration_windows
     from .conversion.checkpoints import convert_checkpoint
     from .conversion.downsample import downsample_model

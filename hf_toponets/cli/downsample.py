@@ -81,8 +81,7 @@ def run_sweep(args) -> int:
     from ..evaluation.perplexity import token_blocks
     from ..hub.loading import model_task
 
-    if not os.path.isdir(args.model):
-        check_model_source(args.model, "--model")  # one clear line, not AutoConfig's OSError
+    check_model_source(args.model, "--model")  # one clear line, not AutoConfig's OSError
     if model_task(AutoConfig.from_pretrained(args.model)) == "image-classification":
         return run_pruning_sweep(args)
     keeps = [float(k) for k in args.keep.split(",")]
