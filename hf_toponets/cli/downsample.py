@@ -72,17 +72,14 @@ def add_sweep(sub) -> None:
 def run_sweep(args) -> int:
     import os
 
-    from transformers import AutoConfig
-
-    from ..hub.loading import check_model_source
+    from ..hub.loading import load_config
     from ..evaluation.blimp_data import load_blimp
     from ..core.files import write_json_atomic
     from ..analysis.sweep import make_evaluate, plot_sweep_results, sweep_model
     from ..evaluation.perplexity import token_blocks
     from ..hub.loading import model_task
 
-    check_model_source(args.model, "--model")  # one clear line, not AutoConfig's OSError
-    if model_task(AutoConfig.from_pretrained(args.model)) == "image-classification":
+    if model_task(load_config(args.model, "--model")) == "image-classification":
         return run_pruning_sweep(args)
     keeps = [float(k) for k in args.keep.split(",")]
     tokenizer = load_tokenizer(args.tokenizer or args.model, "--tokenizer" if args.tokenizer else "--model")

@@ -86,22 +86,27 @@ def torch_device_and_dtype(device: str, dtype: str):
     return torch_device, getattr(torch, dtype)
 
 
+def load_config(path_or_repo: str, argument: str = "path_or_repo"):
+    """``AutoConfig.from_pretrained``, a missing or unloadable source one ``ValueError`` line naming ``argument``."""
+    from transformers import AutoConfig
+
+    check_model_source(path_or_repo, argument)
+    try:
+        return AutoConfig.from_pretrained(path_or_repo)
+    except OSError as e:  # transformers' message for an unknown repo or an unreachable Hub, first line only
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{argument} {path_or_repo}: no such local folder, and the Hub repo could not be loaded: "
+                         f"{reason}") from None
+
+
 def load_pretrained(path_or_repo: str, device: str = "cpu", dtype: str = "float32", argument: str = "path_or_repo"):
     """The model saved in a folder or Hub repo, with its Auto class, in eval mode on ``device`` (any torch device).
 
     A missing folder, a folder without config.json or a Hub id that cannot be loaded (unknown, private,
     or the Hub unreachable) is a one-line ``ValueError`` naming ``argument`` (the CLI passes ``--model``).
     """
-    from transformers import AutoConfig
-
     torch_device, torch_dtype = torch_device_and_dtype(device, dtype)
-    check_model_source(path_or_repo, argument)
-    try:
-        config = AutoConfig.from_pretrained(path_or_repo)
-    except OSError as e:  # transformers' message for an unknown repo or an unreachable Hub, first line only
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{argument} {path_or_repo}: no such local folder, and the Hub repo could not be loaded: "
-                         f"{reason}") from None
+    config = load_config(path_or_repo, argument)
     model = auto_model_class(config).from_pretrained(path_or_repo, dtype=torch_dtype, use_safetensors=True)
     try:
         return model.to(torch_device).eval()
