@@ -8,10 +8,15 @@ Environment (lm_eval lives in its own venv so that it cannot disturb the project
     /work/venv-bench/bin/pip install torch==2.13.0 -e .
 
 Run: ``/work/venv-bench/bin/python benchmarks/bench_blimp.py [--data ../shared/data/blimp]
-[--paradigms a,b,...] [--batch-size 32] [--reps 3] [--device cpu]``.
+[--paradigms a,b,...] [--model tiny|125m] [--batch-size 32] [--reps 3] [--threads 1] [--device cpu]``.
 
-A tiny GPT-Neo (GPT-2 vocabulary, seeded) is built and saved with the GPT-2 tokenizer to a temporary
-folder; both sides load it from there in float32. The harness reads the local jsonl files through
+A random GPT-Neo (GPT-2 vocabulary, seeded) is built and saved with the GPT-2 tokenizer to a temporary
+folder; both sides load it from there in float32. ``--model tiny``: hidden 64, 2 layers (the output
+layer dominates); ``--model 125m``: GPT-Neo-125M's shape (hidden 768, 12 layers, 12 heads, local
+window 256; the body dominates). Three runs alternate: the harness, hf_toponets, and hf_toponets
+without body prefix sharing (``share_prefixes=False``: every sequence through the body whole, the
+previous code path). Also printed: the body positions with and without prefix sharing, on these
+paradigms and on all of BLiMP. The harness reads the local jsonl files through
 one task per paradigm written to a temporary folder (``dataset_path: json``) with the settings of
 its own ``blimp`` tasks, and gives per-pair log-likelihoods through ``log_samples``. Prints:
 per-paradigm accuracies (must be identical), the largest per-pair log-likelihood difference (must be
@@ -20,6 +25,7 @@ the same batch size in sequences on both sides) with the ratio.
 """
 
 import argparse
+import functools
 import logging
 import os
 import statistics
@@ -41,7 +47,11 @@ except ImportError:
 
 from transformers import AutoTokenizer, GPT2TokenizerFast, GPTNeoConfig, GPTNeoForCausalLM
 
-from hf_toponets.evaluation.blimp import evaluate_blimp
+from hf_toponets.evaluation import blimp
+from hf_toponets.evaluation.blimp import encode_sentences, evaluate_blimp
+from hf_toponets.evaluation.blimp_data import load_blimp
+from hf_toponets.evaluation.prefix_cache import segments
+from hf_toponets.evaluation.prefix_scoring import SHARED_CHUNK, PrefixTable
 from hf_toponets.hub.loading import load_pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,11 +79,15 @@ metric_list:
 """
 
 
-def save_tiny_model(folder: Path, hidden: int, layers: int) -> None:
+MODELS = {  # GPT-Neo shapes: hidden, layers, heads, positions, local window
+    "tiny": dict(hidden_size=64, num_layers=2, num_heads=4, max_position_embeddings=128, window_size=64),
+    "125m": dict(hidden_size=768, num_layers=12, num_heads=12, max_position_embeddings=2048, window_size=256),
+}
+
+
+def save_model(folder: Path, shape: dict) -> None:
     torch.manual_seed(0)
-    config = GPTNeoConfig(vocab_size=50257, hidden_size=hidden, num_layers=layers, num_heads=4,
-                          attention_types=[[["global", "local"], layers // 2]], max_position_embeddings=128,
-                          window_size=64)
+    config = GPTNeoConfig(vocab_size=50257, attention_types=[[["global", "local"], shape["num_layers"] // 2]], **shape)
     GPTNeoForCausalLM(config).save_pretrained(folder)
     GPT2TokenizerFast.from_pretrained(ROOT.parent / "shared" / "data" / "gpt2-tokenizer").save_pretrained(folder)
 
@@ -96,8 +110,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass, both sides")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--model", choices=list(MODELS), default="tiny")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
@@ -106,7 +119,7 @@ def main():
     uids = args.paradigms.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        save_tiny_model(tmp / "model", args.hidden, args.layers)
+        save_model(tmp / "model", MODELS[args.model])
         tasks = {uid: f"blimp_local_{uid}" for uid in uids}
         (tmp / "tasks").mkdir()
         for uid, task in tasks.items():
@@ -115,10 +128,12 @@ def main():
         lm = HFLM(pretrained=str(tmp / "model"), dtype="float32", batch_size=args.batch_size, device=args.device)
         model = load_pretrained(str(tmp / "model"), args.device, "float32")
         tokenizer = AutoTokenizer.from_pretrained(tmp / "model")
+        ours = functools.partial(evaluate_blimp, model, tokenizer, args.data, uids, args.batch_size,
+                                 per_pair=True, progress=False)
         runs = {
             "lm_eval " + lm_eval.__version__: lambda: run_harness(lm, manager, tasks),
-            "hf_toponets": lambda: evaluate_blimp(model, tokenizer, args.data, uids, args.batch_size,
-                                                  per_pair=True, progress=False),
+            "hf_toponets": ours,
+            "hf_toponets unshared": lambda: unshared(ours),
         }
         first = {name: fn() for name, fn in runs.items()}  # warm-up (datasets cache) and the parity data
         times = {name: [] for name in runs}
@@ -127,11 +142,40 @@ def main():
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
-    report(first, times, uids, args)
+        report(first, times, uids, args)
+        print_body_positions(tokenizer, args.data, uids)
+
+
+def unshared(run):
+    """``run()`` with ``score_sequences(..., share_prefixes=False)``: the body runs on every sequence whole."""
+    original = blimp.score_sequences
+    blimp.score_sequences = functools.partial(original, share_prefixes=False)
+    try:
+        return run()
+    finally:
+        blimp.score_sequences = original
+
+
+def body_positions(sequences: list[tuple[int, ...]]) -> tuple[int, int]:
+    """Body input positions without sharing (``sum(len - 1)``) and with it (each chunk's segments)."""
+    table = PrefixTable(sequences, [])
+    order = sorted(range(len(sequences)), key=sequences.__getitem__)
+    shared = sum(len(s.nodes) for start in range(0, len(order), SHARED_CHUNK)
+                 for s in segments(table.parent, table.seq_nodes, order[start : start + SHARED_CHUNK]))
+    return sum(len(x) - 1 for x in sequences), shared
+
+
+def print_body_positions(tokenizer, data: str, uids: list[str]) -> None:
+    everything = load_blimp(data)
+    for name, pairs in (("these paradigms", {u: everything[u] for u in uids}), ("all of BLiMP", everything)):
+        encoded = encode_sentences(tokenizer, [s for u in pairs for p in pairs[u] for s in (p.good, p.bad)])
+        plain, shared = body_positions(list(dict.fromkeys(map(tuple, encoded))))
+        print(f"body positions on {name}: {plain:,} without prefix sharing, {shared:,} with it "
+              f"({1 - shared / plain:.1%} fewer)")
 
 
 def report(first: dict, times: dict, uids: list[str], args) -> None:
-    harness_name, ours_name = list(first)
+    harness_name, ours_name, unshared_name = list(first)
     harness, ours = first[harness_name], first[ours_name]
     worst, n_pairs, same_acc = 0.0, 0, True
     print(f"{'paradigm':<42} {'harness':>8} {'ours':>8}  max |d ll|")
@@ -148,9 +192,13 @@ def report(first: dict, times: dict, uids: list[str], args) -> None:
     speed = {name: n_pairs / statistics.median(t) for name, t in times.items()}
     for name, value in speed.items():
         print(f"{name:>16}: median {statistics.median(times[name]):7.2f} s  {value:8.1f} pairs/s")
-    print(f"speed-up (ours / harness, pairs/s, medians over {args.reps} alternating reps, batch size "
-          f"{args.batch_size} sequences, {args.device}, float32, {torch.get_num_threads()} threads, "
-          f"GPT-Neo hidden {args.hidden} x {args.layers} layers): {speed[ours_name] / speed[harness_name]:.2f}x")
+    same = max(abs(a - b) for uid in uids for r, q in zip(ours["pairs"][uid], first[unshared_name]["pairs"][uid])
+               for a, b in ((r["ll_good"], q["ll_good"]), (r["ll_bad"], q["ll_bad"])))
+    print(f"with vs without prefix sharing: largest per-pair |ll difference| {same:.2e}")
+    print(f"speed-up (pairs/s, medians over {args.reps} alternating reps, batch size {args.batch_size} sequences, "
+          f"{args.device}, float32, {torch.get_num_threads()} threads, GPT-Neo {args.model}, load average "
+          f"{os.getloadavg()[0]:.1f}): ours / harness {speed[ours_name] / speed[harness_name]:.2f}x, "
+          f"unshared / harness {speed[unshared_name] / speed[harness_name]:.2f}x")
 
 
 if __name__ == "__main__":

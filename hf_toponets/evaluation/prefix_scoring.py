@@ -1,14 +1,16 @@
-"""Summed next-token log-probabilities of many sequences, each distinct prefix's softmax computed once.
+"""Summed next-token log-probabilities of many sequences, each distinct prefix's body and softmax computed once.
 
 For a causal LM the distribution after a prefix ``x_{<=t}`` depends on the prefix alone, so
-``log p(x_{t+1} | x_{<=t}) = z[x_{t+1}] - logsumexp(z)`` with ``z = head(h_t)`` needs the output
-layer (``V`` logits, the dominant cost of small models with large vocabularies) once per distinct
-prefix, however many sequences share it. Minimal pairs share most prefixes: over BLiMP's 134,000
-sentences (GPT-2 BPE), 696,587 distinct prefixes cover 1,252,441 scored positions (1.8x fewer).
+``log p(x_{t+1} | x_{<=t}) = z[x_{t+1}] - logsumexp(z)`` with ``z = head(h_t)`` needs the body's
+state ``h_t`` and the output layer (``V`` logits) once per distinct prefix, however many sequences
+share it. Minimal pairs share most prefixes: over BLiMP's 133,945 distinct sentences (GPT-2 BPE),
+696,587 distinct prefixes cover 1,252,116 scored positions (1.8x fewer).
 
-The body still runs on every (length-sorted, right-padded) sequence; then each prefix's hidden state
-is taken from the first batch that holds it. Used when ``model(x).logits == head(body(x))`` holds
-for the model (checked on the first batch); otherwise the full logits are used, still once per prefix.
+Body: each distinct prefix runs once through :mod:`.prefix_cache` (shared prefixes as cached keys
+and values), after a check on a few sequences that this model's cache gives its plain forward's
+states; otherwise every (length-sorted, right-padded) sequence of ``batches`` runs whole and each
+prefix's state is taken from the first batch that holds it. Head: ``head(body(x))`` when it equals
+``model(x).logits`` (checked on the first forward), else the model's own logits, once per prefix.
 """
 
 from __future__ import annotations
@@ -17,28 +19,36 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .prefix_cache import run_segments, segments
+
 CHUNK = 128  # prefixes per output-layer block: (128, V) float32 logits, ~25 MB for GPT-2's 50,257 tokens
+SHARED_CHUNK = 1024  # sequences whose prefixes' keys and values are kept at once (GPT-Neo-125M: ~400 MB)
 
 
 class PrefixTable:
     """A trie over the sequences: node = a distinct prefix; need = a distinct (prefix, next token).
 
-    ``owners[b]``: the ``(row, t, node)`` positions of batch ``b`` that are the first occurrence of
-    their prefix; ``needs[node]``: that prefix's ``(next token, need id)`` pairs; ``seq_needs[i]``:
-    the need id of each scored position of sequence ``i``.
+    ``parent[node]`` (-1 for a root) and ``token[node]`` (the prefix's last token, the body's input
+    there); ``needs[node]``: that prefix's ``(next token, need id)`` pairs; ``seq_nodes[i]`` /
+    ``seq_needs[i]``: the node / need id of each scored position of sequence ``i``; ``owners[b]``:
+    the ``(row, t, node)`` positions of batch ``b`` that are the first occurrence of their prefix.
     """
 
     def __init__(self, sequences: list[tuple[int, ...]], batches: list[list[int]]):
         children: dict[tuple[int, int], int] = {}
         need_ids: dict[tuple[int, int], int] = {}
+        self.parent: list[int] = []
+        self.token: list[int] = []
         self.needs: list[list[tuple[int, int]]] = []
         self.seq_nodes, self.seq_needs = [], []
         for x in sequences:
             node, nodes, needs = -1, [], []
             for t in range(len(x) - 1):
-                node = children.setdefault((node, x[t]), len(children))
+                parent, node = node, children.setdefault((node, x[t]), len(children))
                 if node == len(self.needs):
                     self.needs.append([])
+                    self.parent.append(parent)
+                    self.token.append(x[t])
                 key = (node, x[t + 1])
                 if key not in need_ids:
                     need_ids[key] = len(need_ids)
@@ -71,38 +81,100 @@ def _head_matches(model, head, hidden, ids, rows, ts) -> bool:
     return torch.allclose(head(hidden[:CHUNK]).float(), full, rtol=1e-4, atol=1e-4)
 
 
+def _score_nodes(head, states: torch.Tensor, nodes: list[int], table: PrefixTable, logprob: torch.Tensor) -> None:
+    """``logprob[need]`` for every need of ``nodes`` from their states ``(N, H)`` (``head`` None: already
+    logits ``(N, V)``), in ``(CHUNK, V)`` blocks that stay in cache."""
+    device = states.device
+    for start in range(0, len(nodes), CHUNK):
+        block = states[start : start + CHUNK]
+        logits = (head(block) if head is not None else block).float()
+        logits = torch.log_softmax(logits, -1, out=logits)  # in place: fresh (CHUNK, V) pages cost more
+        picks = [(k, tok, need) for k, node in enumerate(nodes[start : start + CHUNK]) for tok, need in table.needs[node]]
+        k, tok, need = (list(c) for c in zip(*picks))
+        logprob[need] = logits[torch.tensor(k, device=device), torch.tensor(tok, device=device)].double().cpu()
+
+
 def score_sequences(model: nn.Module, sequences: list[tuple[int, ...]], batches: list[list[int]],
-                    progress: bool = True) -> torch.Tensor:
-    """``sum_{t>=1} log softmax(f(x_{<t}))[x_t]`` per sequence, float64 ``(N,)``; ``batches`` index ``sequences``."""
+                    progress: bool = True, share_prefixes: bool = True) -> torch.Tensor:
+    """``sum_{t>=1} log softmax(f(x_{<t}))[x_t]`` per sequence, float64 ``(N,)``.
+
+    ``batches`` index ``sequences`` and partition them: the forwards of the unshared path; the shared
+    path keeps only their size (at most ``max batch * longest sequence`` positions per forward).
+    ``share_prefixes=False`` forces the unshared path.
+    """
+    if not sequences:
+        return torch.zeros(0, dtype=torch.float64)
     table = PrefixTable(sequences, batches)
-    device = next(model.parameters()).device
     logprob = torch.zeros(table.n_needs, dtype=torch.float64)
     split = _body_and_head(model)
     with torch.inference_mode(), tqdm(total=len(sequences), desc="BLiMP", unit="sent", disable=not progress) as bar:
-        for b, batch in enumerate(batches):
-            owned = table.owners[b]
-            bar.update(len(batch))
-            if not owned:  # every prefix of this batch was scored in an earlier one
-                continue
-            ids = _right_padded([sequences[i] for i in batch]).to(device)[:, :-1]
-            rows = torch.tensor([r for r, _, _ in owned], dtype=torch.long, device=device)
-            ts = torch.tensor([t for _, t, _ in owned], dtype=torch.long, device=device)
-            if split is not None:
-                hidden = split[0](input_ids=ids).last_hidden_state[rows, ts]  # (N, H)
-                if b == 0 and not _head_matches(model, split[1], hidden, ids, rows, ts):
-                    split = None  # the model does more than head(body(x)): use its own logits
-            if split is None:
-                hidden = model(input_ids=ids).logits[rows, ts]  # (N, V): already the logits
-            for start in range(0, len(owned), CHUNK):  # (CHUNK, V) blocks stay in cache
-                block = hidden[start : start + CHUNK]
-                logits = (split[1](block) if split is not None else block).float()
-                logits = torch.log_softmax(logits, -1, out=logits)  # in place: fresh (CHUNK, V) pages cost more
-                picks = [(k, tok, need) for k, (_, _, node) in enumerate(owned[start : start + CHUNK]) for tok, need in table.needs[node]]
-                k, tok, need = (list(c) for c in zip(*picks))
-                logprob[need] = logits[torch.tensor(k, device=device), torch.tensor(tok, device=device)].double().cpu()
+        budget = max(map(len, batches)) * max(map(len, sequences))
+        if not (share_prefixes and split is not None and _sharing_matches(model, split, sequences, table, budget)):
+            _score_unshared(model, split, sequences, batches, table, logprob, bar)
+        else:
+            _score_shared(split, sequences, table, logprob, budget, bar)
     seq_index = torch.tensor([i for i, needs in enumerate(table.seq_needs) for _ in needs])
     flat = torch.tensor([n for needs in table.seq_needs for n in needs])
     return torch.zeros(len(sequences), dtype=torch.float64).index_add_(0, seq_index, logprob[flat])
+
+
+def _score_shared(split, sequences, table: PrefixTable, logprob: torch.Tensor, budget: int, bar) -> None:
+    """Each distinct prefix through the body once (chunks of SHARED_CHUNK sequences in lexicographic
+    order, so that a chunk holds whole subtrees), each through the head once."""
+    body, head = split
+    device = next(body.parameters()).device
+    scored = torch.zeros(len(table.parent), dtype=torch.bool)  # a chunk may recompute its first nodes' states
+
+    def on_hidden(hidden, nodes):
+        fresh = [k for k, n in enumerate(nodes) if not scored[n]]
+        scored[[nodes[k] for k in fresh]] = True
+        _score_nodes(head, hidden[fresh], [nodes[k] for k in fresh], table, logprob)
+
+    order = sorted(range(len(sequences)), key=sequences.__getitem__)
+    for start in range(0, len(order), SHARED_CHUNK):
+        chunk = order[start : start + SHARED_CHUNK]
+        run_segments(body, table.token, segments(table.parent, table.seq_nodes, chunk), budget, device, on_hidden)
+        bar.update(len(chunk))
+
+
+def _sharing_matches(model, split, sequences, table: PrefixTable, budget: int) -> bool:
+    """Whether the shared body gives the plain forward's states, and ``head`` of them the model's
+    logits (rtol = atol = 1e-4), on the first 8 sequences in lexicographic order (shared prefixes and
+    branches); an error in the shared body (a cache this code does not know) also means no."""
+    body, head = split
+    sample = sorted(range(len(sequences)), key=sequences.__getitem__)[:8]
+    ids = _right_padded([sequences[i] for i in sample]).to(next(body.parameters()).device)[:, :-1]
+    states = {}
+    try:
+        run_segments(body, table.token, segments(table.parent, table.seq_nodes, sample), budget, ids.device,
+                     lambda hidden, nodes: states.update(zip(nodes, hidden)))
+    except Exception:  # noqa: BLE001 - any failure of the cached path only selects the plain one
+        return False
+    plain, logits = body(input_ids=ids).last_hidden_state, model(input_ids=ids).logits
+    positions = [(row, t, n) for row, i in enumerate(sample) for t, n in enumerate(table.seq_nodes[i])]
+    shared = torch.stack([states[n] for _, _, n in positions])
+    rows, ts = (torch.tensor(c, device=ids.device) for c in list(zip(*positions))[:2])
+    return (torch.allclose(shared, plain[rows, ts], rtol=1e-4, atol=1e-4)
+            and torch.allclose(head(shared).float(), logits[rows, ts].float(), rtol=1e-4, atol=1e-4))
+
+
+def _score_unshared(model, split, sequences, batches, table: PrefixTable, logprob: torch.Tensor, bar) -> None:
+    device = next(model.parameters()).device
+    for b, batch in enumerate(batches):
+        owned = table.owners[b]
+        bar.update(len(batch))
+        if not owned:  # every prefix of this batch was scored in an earlier one
+            continue
+        ids = _right_padded([sequences[i] for i in batch]).to(device)[:, :-1]
+        rows = torch.tensor([r for r, _, _ in owned], dtype=torch.long, device=device)
+        ts = torch.tensor([t for _, t, _ in owned], dtype=torch.long, device=device)
+        if split is not None:
+            hidden = split[0](input_ids=ids).last_hidden_state[rows, ts]  # (N, H)
+            if b == 0 and not _head_matches(model, split[1], hidden, ids, rows, ts):
+                split = None  # the model does more than head(body(x)): use its own logits
+        if split is None:
+            hidden = model(input_ids=ids).logits[rows, ts]  # (N, V): already the logits
+        _score_nodes(split[1] if split is not None else None, hidden, [n for _, _, n in owned], table, logprob)
 
 
 def _right_padded(sequences: list[tuple[int, ...]]) -> torch.Tensor:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from conftest import tiny_gpt_neo
+from conftest import tiny_gpt2, tiny_gpt_neo
 from hf_toponets.evaluation.prefix_scoring import PrefixTable, score_sequences
 
 SEQS = [(9, 1, 2, 3), (9, 1, 2, 4), (9, 1, 5), (9, 6), (9, 1, 2, 3, 7), (8, 1, 2)]
@@ -41,3 +41,71 @@ def test_models_whose_logits_are_not_head_of_body_fall_back():
     model.get_output_embeddings = lambda: decoy
     got = score_sequences(model, SEQS, [[0, 1, 2], [3, 4, 5]], progress=False)
     assert got.tolist() == pytest.approx(naive_scores(model, SEQS), abs=1e-4)
+
+
+# Body prefix sharing (evaluation.prefix_cache): each distinct prefix through the body once, shared
+# prefixes as cached keys and values. Oracle: the same scores without sharing, and one sequence at a time.
+def random_pairs(seed, n_pairs=20, vocab=16, max_len=14):
+    """Minimal-pair-like sequences: a common start token, a shared stem per pair, two endings, some repeats."""
+    g = torch.Generator().manual_seed(seed)
+    seqs = []
+    for _ in range(n_pairs):
+        stem = [vocab - 1] + torch.randint(0, 4, (int(torch.randint(0, max_len - 4, (1,), generator=g)),), generator=g).tolist()
+        for _ in range(2):
+            seqs.append(tuple(stem + torch.randint(0, vocab - 1, (int(torch.randint(1, 4, (1,), generator=g)),), generator=g).tolist()))
+    return list(dict.fromkeys(seqs))
+
+
+def local_gpt_neo(window):
+    """GPT-Neo whose local layers (every other one) see only the last ``window`` positions."""
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+    torch.manual_seed(3)
+    config = GPTNeoConfig(vocab_size=16, hidden_size=32, num_layers=4, num_heads=2, max_position_embeddings=32,
+                          attention_types=[[["global", "local"], 2]], window_size=window)
+    return GPTNeoForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("make", [lambda: local_gpt_neo(window=3), lambda: local_gpt_neo(window=256),
+                                  lambda: tiny_gpt2(vocab=16).eval()], ids=["gpt-neo-window-3", "gpt-neo", "gpt2"])
+def test_shared_body_equals_unshared_per_sequence(make, monkeypatch):
+    from hf_toponets.evaluation import prefix_scoring
+
+    model, seqs = make(), random_pairs(0)
+    batches = [list(range(i, min(i + 6, len(seqs)))) for i in range(0, len(seqs), 6)]
+    monkeypatch.setattr(prefix_scoring, "SHARED_CHUNK", 12)  # several chunks: prefixes recomputed at their edges
+    used, real = [], prefix_scoring._score_shared
+    monkeypatch.setattr(prefix_scoring, "_score_shared", lambda *a: used.append(1) or real(*a))
+    shared = score_sequences(model, seqs, batches, progress=False)
+    unshared = score_sequences(model, seqs, batches, progress=False, share_prefixes=False)
+    assert used == [1]  # the cached path ran (the check on a sample passed)
+    assert (shared - unshared).abs().max() <= 1e-5
+
+
+def test_segments_cover_every_prefix_once_after_its_ancestors():
+    from hf_toponets.evaluation.prefix_cache import pack_segments, segments
+
+    seqs = random_pairs(1)
+    table = PrefixTable(seqs, [list(range(len(seqs)))])
+    segs = segments(table.parent, table.seq_nodes, list(range(len(seqs))))
+    nodes = [n for s in segs for n in s.nodes]
+    assert sorted(nodes) == list(range(len(table.parent)))  # every distinct prefix exactly once
+    for s in segs:
+        path = s.past + s.nodes
+        assert [table.parent[n] for n in path] == [-1, *path[:-1]]  # the true ancestors, in order
+    batches = pack_segments(segs, budget=20)
+    assert sorted(n for b in batches for s in b for n in s.nodes) == sorted(nodes)
+    assert all(len({len(s.past) for s in b}) == 1 for b in batches)  # one start depth per forward
+    assert all(len(b) == 1 or len(b) * (len(b[0].past) + len(b[0].nodes)) <= 20 for b in batches)
+
+
+def test_a_model_whose_cache_cannot_be_used_falls_back():
+    model, seqs = tiny_gpt_neo(vocab=16).eval(), random_pairs(2)
+    forward = model.transformer.forward
+
+    def no_cache(*args, cache=None, **kwargs):  # a body that ignores the cache it is given
+        return forward(*args, **kwargs)
+
+    model.transformer.forward = no_cache
+    got = score_sequences(model, seqs, [list(range(len(seqs)))], progress=False)
+    assert got.tolist() == pytest.approx(naive_scores(model, seqs), abs=1e-4)

@@ -1,0 +1,118 @@
+"""The transformer body run once per distinct prefix: shared prefixes through the model's key/value cache.
+
+A causal body's state at position ``t`` depends on ``x_{<=t}`` alone, so in a trie over the
+sequences (node = a distinct prefix, see :class:`~.prefix_scoring.PrefixTable`) each node needs the
+body once. The trie is cut into *segments*, maximal chains of nodes without a branch; a segment whose
+first node sits at depth ``P`` runs as ``S`` new tokens at positions ``P .. P+S-1`` after the cached
+keys and values of its ``P`` ancestors: exactly what a full forward computes for those positions,
+local (sliding-window) attention and position embeddings included, since the past is the true
+prefix at its true positions. Segments of one start depth share a forward, right-padded (causal
+attention keeps padding after every real position); the keys and values of each new node are kept
+in a per-chunk store, indexed by node, for the segments below it.
+
+BLiMP (67 paradigms, GPT-2 BPE, 133,945 distinct sentences): 1,252,116 body positions without sharing,
+696,587 distinct prefixes with it (44% fewer), in 190,623 segments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+
+class Segment(NamedTuple):
+    """A chain of trie nodes run together: ``nodes`` (their ids, in order) after ``past`` (the ids of
+    every ancestor, depth 0 first; ``len(past)`` is the chain's start depth)."""
+
+    nodes: list[int]
+    past: list[int]
+
+
+def segments(parent: list[int], seq_nodes: list[list[int]], chunk: list[int]) -> list[Segment]:
+    """The segments covering the nodes of the sequences ``chunk`` (indices into ``seq_nodes``).
+
+    A node starts a segment when it is a root or its parent has another child among these nodes.
+    """
+    nodes = sorted({n for i in chunk for n in seq_nodes[i]})  # creation order: parents first
+    children: dict[int, int] = {}
+    for n in nodes:
+        children[parent[n]] = children.get(parent[n], 0) + 1
+    out: list[Segment] = []
+    where: dict[int, int] = {}  # node -> index of its segment in out
+    for n in nodes:
+        p = parent[n]
+        if p >= 0 and children[p] == 1:  # continues its parent's chain
+            out[where[p]].nodes.append(n)
+            where[n] = where[p]
+        else:  # a branch (or a root): p ends its own segment, which with its past is this one's past
+            past = [] if p < 0 else [*out[where[p]].past, *out[where[p]].nodes]
+            out.append(Segment([n], past))
+            where[n] = len(out) - 1
+    return out
+
+
+def pack_segments(segs: list[Segment], budget: int) -> list[list[Segment]]:
+    """Forwards of one start depth each, longest segments first, each at most ``budget`` positions
+    counted as ``rows * (start depth + longest segment)`` (the past is attended and gathered too)."""
+    by_depth: dict[int, list[Segment]] = {}
+    for s in segs:
+        by_depth.setdefault(len(s.past), []).append(s)
+    batches = []
+    for depth in sorted(by_depth):
+        group = sorted(by_depth[depth], key=lambda s: -len(s.nodes))
+        start = 0
+        while start < len(group):
+            rows = max(1, budget // (depth + len(group[start].nodes)))
+            batches.append(group[start : start + rows])
+            start += rows
+    return batches
+
+
+class KVStore:
+    """Keys and values of computed nodes, per layer ``(n_nodes, heads, head_dim)``, rows by node id."""
+
+    def __init__(self, nodes: list[int]):
+        self.row = {n: i for i, n in enumerate(nodes)}
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    def past(self, batch: list[Segment], device) -> DynamicCache:
+        """A cache holding each row's ancestors: ``(rows, heads, P, head_dim)`` per layer."""
+        cache = DynamicCache()
+        if batch[0].past:
+            idx = torch.tensor([[self.row[n] for n in s.past] for s in batch], device=device)  # (rows, P)
+            for layer, (k, v) in enumerate(zip(self.keys, self.values)):
+                cache.update(k[idx].transpose(1, 2), v[idx].transpose(1, 2), layer)
+        return cache
+
+    def keep(self, cache: DynamicCache, rows: torch.Tensor, positions: torch.Tensor, nodes: list[int]) -> None:
+        """Store the new positions ``(rows[k], positions[k])`` of ``cache`` as ``nodes[k]``."""
+        dest = torch.tensor([self.row[n] for n in nodes], device=rows.device)
+        for layer, cached in enumerate(cache.layers):
+            k, v = cached.keys[rows, :, positions], cached.values[rows, :, positions]  # (n, heads, head_dim)
+            if layer == len(self.keys):
+                self.keys.append(k.new_empty(len(self.row), *k.shape[1:]))
+                self.values.append(v.new_empty(len(self.row), *v.shape[1:]))
+            self.keys[layer][dest], self.values[layer][dest] = k, v
+
+
+def run_segments(body: nn.Module, tokens: list[int], segs: list[Segment], budget: int, device,
+                 on_hidden: Callable[[torch.Tensor, list[int]], None]) -> None:
+    """Run ``body`` once over every node of ``segs`` (``tokens[n]``: node ``n``'s input token);
+    ``on_hidden(hidden (N, H), nodes)`` receives the last hidden state of each node."""
+    store = KVStore([n for s in segs for n in s.nodes])
+    for batch in pack_segments(segs, budget):
+        depth, width = len(batch[0].past), len(batch[0].nodes)
+        ids = torch.tensor([[tokens[n] for n in s.nodes] + [tokens[s.nodes[0]]] * (width - len(s.nodes))
+                            for s in batch], device=device)  # (rows, width), right-padded
+        positions = torch.arange(depth, depth + width, device=device).expand(len(batch), -1)
+        out = body(input_ids=ids, position_ids=positions, cache=store.past(batch, device), use_cache=True)
+        rows = torch.tensor([r for r, s in enumerate(batch) for _ in s.nodes], device=device)
+        ts = torch.tensor([t for s in batch for t in range(len(s.nodes))], device=device)
+        nodes = [n for s in batch for n in s.nodes]
+        store.keep(out.cache, rows, ts + depth, nodes)
+        on_hidden(out.last_hidden_state[rows, ts], nodes)
