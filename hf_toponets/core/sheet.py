@@ -181,14 +181,15 @@ def n_units(module: nn.Module, name: str = "module") -> int:
 
 
 def fan_in(module: nn.Module, name: str = "module") -> int:
-    """Length ``d`` of each unit's weight vector."""
+    """Length ``d`` of each unit's weight vector, from the module's attributes, never ``weight.shape``: under
+    DeepSpeed ZeRO-3 (``zero.Init``) a parameter outside its module's forward is an empty partition."""
     base = _base(module)
     if isinstance(base, nn.Linear):
         return base.in_features
     if isinstance(base, nn.Conv2d):
         return base.in_channels // base.groups * math.prod(base.kernel_size)
     if is_conv1d(base):
-        return base.weight.shape[0]
+        return base.nx  # weight (nx, nf)
     raise _unsupported(module, name)
 
 

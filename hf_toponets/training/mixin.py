@@ -29,6 +29,7 @@ import math
 import os
 
 import torch
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import HubStrategy
 from transformers.utils.hub import PushInProgress
 
@@ -92,6 +93,9 @@ class TopoTrainerMixin:
         if blimp_data is not None:
             if self.processing_class is None:
                 raise ValueError(f"{name}: blimp_data needs the tokenizer; pass processing_class=tokenizer")
+            if is_deepspeed_zero3_enabled():  # its per-module gathers would need equal forwards on every rank
+                raise ValueError(f"{name}: blimp_data is not supported under DeepSpeed ZeRO-3 (use ZeRO-2, DDP or "
+                                 "FSDP2, or score the saved model with `hf-toponets blimp`)")
             self._blimp_pairs = self._load_blimp_once(blimp_data, blimp_paradigms)
         self.model_card_info = dict(model_card or {})
         self._topo_armed_at = None  # (state, global_step) of the optimizer step whose term is attached
@@ -106,7 +110,14 @@ class TopoTrainerMixin:
         return self.topo_config.tau_at(self.state.global_step)
 
     def loss_scale(self) -> float:
-        """The factor the task loss is multiplied by before backward: fp16's dynamic loss scale, else 1."""
+        """The factor the task loss is multiplied by before backward: fp16's dynamic loss scale, else 1.
+
+        accelerate's ``GradScaler``; under DeepSpeed fp16 the scale lives in the engine's (ZeRO) optimizer,
+        which multiplies the loss by its ``loss_scale`` in ``engine.backward``.
+        """
+        if self.is_deepspeed_enabled:
+            engine = self.model_wrapped  # the DeepSpeedEngine once train() has prepared it
+            return float(engine.optimizer.loss_scale) if engine.fp16_enabled() else 1.0
         scaler = getattr(self.accelerator, "scaler", None)
         return scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
 
