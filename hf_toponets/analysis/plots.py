@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -130,4 +131,40 @@ def plot_sweep(
         if invert_x:
             ax.invert_xaxis()
         ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+class ScatterPanel(NamedTuple):
+    """One scatter panel: a point per ``(x[i], y[i])``, annotated ``labels[i]``, coloured ``colors[i]``."""
+
+    x: Sequence[float]
+    y: Sequence[float]
+    labels: Sequence[str]
+    xlabel: str
+    ylabel: str
+    title: str = ""
+    colors: Sequence[str] | None = None
+
+
+def plot_scatter(panels: Sequence[ScatterPanel], path: str | os.PathLike, ncols: int = 3) -> None:
+    """Scatter panels (e.g. one point per model: smoothness vs performance), each point labelled, with
+    the least-squares line through the points when x varies (the trend a correlation measures)."""
+    if not panels:
+        raise ValueError("plot_scatter: panels is empty; give ScatterPanel(x, y, labels, xlabel, ylabel)")
+    fig, axes = _figure(len(panels), ncols, (4.2, 3.6))
+    for ax, panel in zip(axes, panels):
+        x, y = np.asarray(panel.x, dtype=float), np.asarray(panel.y, dtype=float)
+        if not (x.shape == y.shape == (len(panel.labels),)):
+            raise ValueError(f"plot_scatter: {panel.ylabel} vs {panel.xlabel}: {x.size} x, {y.size} y, {len(panel.labels)} labels")
+        if np.ptp(x) > 0:
+            slope, intercept = np.polyfit(x, y, 1)
+            ends = np.array([x.min(), x.max()])
+            ax.plot(ends, slope * ends + intercept, "--", color="grey", linewidth=1)
+        ax.scatter(x, y, c=list(panel.colors) if panel.colors else None, s=36, zorder=3)
+        for xi, yi, label in zip(x, y, panel.labels):
+            ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel(panel.xlabel)
+        ax.set_ylabel(panel.ylabel)
+        ax.set_title(panel.title, fontsize=9)
+        ax.ticklabel_format(useOffset=False)
     save_figure(fig, path)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_toponets.analysis.plots import plot_correlation_curves, plot_sheet_maps, plot_sweep
+from hf_toponets.analysis.plots import ScatterPanel, plot_correlation_curves, plot_scatter, plot_sheet_maps, plot_sweep
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -88,3 +88,16 @@ def test_selectivity_map_end_to_end(tmp_path):
     assert t.shape == (128,) and t.isfinite().all() and t.abs().max() > 2  # distinct token sets: some units care
     plot_sheet_maps({"high-id tokens vs low-id tokens": t}, tmp_path / "selectivity.png", label="t")
     assert png_size(tmp_path / "selectivity.png")[0] > 200
+
+
+def test_scatter_panels_write_a_valid_png(tmp_path):
+    panels = [ScatterPanel([0.1, 0.2, 0.4], [30.0, 31.0, 35.0], ["tau=0", "tau=5", "tau=50"], "smoothness", "perplexity",
+                           "r = +0.99", ["black", "tab:red", "tab:blue"]),
+              ScatterPanel([1.0, 1.0], [2.0, 3.0], ["a", "b"], "x (constant: no trend line)", "y")]
+    plot_scatter(panels, tmp_path / "scatter.png", ncols=2)
+    width, height = png_size(tmp_path / "scatter.png")
+    assert width > height > 0 and not leftovers(tmp_path)
+    with pytest.raises(ValueError, match="plot_scatter: y vs x: 2 x, 2 y, 1 labels"):
+        plot_scatter([ScatterPanel([1, 2], [3, 4], ["a"], "x", "y")], tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="panels is empty"):
+        plot_scatter([], tmp_path / "bad.png")

@@ -1,0 +1,175 @@
+"""The paper's language results at any scale: a tau sweep of identically trained models, each measured
+the same way, drawn as the paper's Fig. 2B, 3 and 4 (:mod:`hf_toponets.analysis.reproduction`).
+
+Under ``output_dir`` (every step cached by :class:`~hf_toponets.training.steps.StepCache` in ``steps/``)::
+
+    models/tau<tau>/      train: the caller's ``train(tau, folder)`` (same seed, data and steps for every tau)
+    steps/evaluate_tau<tau>.json   held-out perplexity (English the models never saw) and BLiMP
+    analysis/tau<tau>/    analyze: smoothness (weights, activations) and effective dimensionality per layer, maps
+    steps/sweep_tau<tau>.json      L1 pruning, shrink and reconstruct at each fraction of c_fc kept
+    report/               README.md, fig2b/fig3/fig4 PNGs, report.json (redrawn on every run: seconds)
+
+A step's key covers its inputs: the training inputs and tau for ``train``; the model's weights (a
+digest of its safetensors), the held-out token ids and the measurement settings for the others. Changing, e.g., ``keeps`` redoes
+only the sweeps; a new tau trains and measures only that model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..analysis.reproduction import write_report
+from ..core.loss import topo_loss
+from ..core.metadata import read_topo_config
+from ..analysis.report import analyze
+from ..analysis.sweep import check_keeps, make_evaluate, sweep_model
+from ..evaluation.blimp import evaluate_blimp
+from ..evaluation.blimp_data import BlimpPair
+from ..evaluation.perplexity import perplexity
+from ..hub.loading import load_pretrained
+from .held_out import HeldOutText, held_out_blocks, tensor_digest
+from .steps import StepCache, step_key
+
+TrainFn = Callable[[float, Path], dict]  # (tau, output folder) -> JSON-ready training metrics; saves model + tokenizer
+
+
+@dataclass
+class ReproductionSettings:
+    """How the models are measured (training is the caller's ``train``)."""
+
+    taus: list[float] = field(default_factory=lambda: [0.0, 1.0, 5.0, 10.0, 50.0],
+                              metadata={"help": "TopoLoss weights to train; 0 is the baseline (black in the figures)."})
+    keeps: list[float] = field(default_factory=lambda: [1.0, 0.8, 0.6, 0.4, 0.2, 0.1],
+                               metadata={"help": "Fractions of c_fc units kept in the pruning / downsampling sweeps."})
+    block_size: int = field(default=128, metadata={"help": "Tokens per held-out block (the training block size)."})
+    held_out_blocks: int = field(default=64, metadata={"help": "Held-out blocks for perplexity and activations."})
+    batch_size: int = field(default=8, metadata={"help": "Blocks per forward pass."})
+    blimp_batch_size: int = field(default=64, metadata={"help": "Sentences per forward pass in BLiMP."})
+    sweep_blimp: bool = field(default=False, metadata={"help": "Also score BLiMP on every swept variant (slow)."})
+    device: str = field(default="cpu", metadata={"help": "Where the measurements run (e.g. cuda)."})
+
+    def __post_init__(self):
+        taus = [float(t) for t in self.taus]
+        if not taus or any(not t >= 0 for t in taus) or len(set(taus)) != len(taus):
+            raise ValueError(f"ReproductionSettings: taus must be distinct numbers >= 0, got {self.taus!r}")
+        self.taus, self.keeps = sorted(taus), check_keeps(self.keeps)
+        for name in ("block_size", "held_out_blocks", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"ReproductionSettings: {name} must be a positive int, got {getattr(self, name)!r}")
+
+
+def tau_name(tau: float) -> str:
+    """``5.0 -> "tau5"``, ``0.5 -> "tau0.5"``: folder and step names."""
+    return f"tau{tau:g}"
+
+
+def train_models(train: TrainFn, train_inputs, settings: ReproductionSettings, output_dir: Path, cache: StepCache) -> dict:
+    """``{tau: {"folder", "key", "train": metrics}}``, training the taus whose step is not done."""
+    models = {}
+    for tau in settings.taus:
+        folder = output_dir / "models" / tau_name(tau)
+        inputs = {"train": train_inputs, "tau": tau}
+        metrics = cache.run(f"train_{tau_name(tau)}", inputs, lambda t=tau, f=folder: train(t, f),
+                            outputs=[folder / "config.json"])
+        models[tau] = {"folder": str(folder), "train": metrics}
+    return models
+
+
+def model_digest(folder: str | os.PathLike) -> str:
+    """SHA-256 over the folder's ``*.safetensors`` files: the measured steps are keyed on the weights themselves."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def shared_tokenizer(models: Mapping[float, dict]):
+    """The models' tokenizer; ``ValueError`` when their vocabularies differ (the text would differ too)."""
+    from transformers import AutoTokenizer
+
+    tokenizers = {tau: AutoTokenizer.from_pretrained(m["folder"]) for tau, m in models.items()}
+    first, *others = tokenizers
+    differ = [tau for tau in others if tokenizers[tau].get_vocab() != tokenizers[first].get_vocab()]
+    if differ:
+        raise ValueError(f"the models at tau {differ} have another tokenizer than tau {first}: train them on one tokenizer")
+    return tokenizers[first]
+
+
+def measure_model(model_info: dict, tau: float, ids, blimp_pairs, tokenizer, settings: ReproductionSettings,
+                  output_dir: Path, cache: StepCache, common: dict) -> dict:
+    """evaluate, analyze and sweep one model (each a cached step); the model is loaded only if needed."""
+    name = tau_name(tau)
+    loaded = {}
+
+    def model():
+        if "model" not in loaded:
+            loaded["model"] = load_pretrained(model_info["folder"], device=settings.device)
+        return loaded["model"]
+
+    def evaluate():
+        topo = read_topo_config(model())
+        out = {"perplexity": perplexity(model(), ids, settings.batch_size), "blimp": None,
+               "topo_loss": None}
+        if topo is not None:
+            with torch.no_grad():
+                out["topo_loss"] = float(topo_loss(model(), topo))
+        if blimp_pairs is not None:
+            out["blimp"] = evaluate_blimp(model(), tokenizer, blimp_pairs, batch_size=settings.blimp_batch_size,
+                                          progress=False)
+        return out
+
+    analysis_dir = output_dir / "analysis" / name
+    sweep_evaluate = make_evaluate(tokenizer, ids, blimp_pairs if settings.sweep_blimp else None, settings.batch_size)
+    base = {"model": model_digest(model_info["folder"]), **common}
+    result = {
+        "evaluate": cache.run(f"evaluate_{name}", {**base, "step": "evaluate"}, evaluate),
+        "analysis": cache.run(f"analyze_{name}", {**base, "step": "analyze"},
+                              lambda: analyze(model(), analysis_dir, None, ids, settings.batch_size, progress=False),
+                              outputs=[analysis_dir / "metrics.json"]),
+        "sweep": cache.run(f"sweep_{name}", {**base, "step": "sweep", "keeps": settings.keeps,
+                                             "sweep_blimp": settings.sweep_blimp},
+                           lambda: sweep_model(model(), settings.keeps, sweep_evaluate)),
+    }
+    # Hook (issues 13 and 14): integration windows (hf_toponets.analysis.windows) are not on main yet; once they
+    # are, add a cached step "windows_<tau>" here, keyed like "analyze", and a row of maps in the report.
+    # Selectivity (issue 13) is measured on images, so it has no place in this language report.
+    result["analysis"]["folder"] = os.path.relpath(analysis_dir, output_dir)
+    return result
+
+
+def run_reproduction(train: TrainFn, train_inputs, settings: ReproductionSettings, output_dir: str | os.PathLike,
+                     held_out: HeldOutText, blimp_pairs: Mapping[str, Sequence[BlimpPair]] | None = None,
+                     log: Callable[[str], None] = print, description: Mapping | None = None) -> dict:
+    """Train ``settings.taus`` with ``train`` (its JSON-ready ``train_inputs`` key the cache), measure
+    each model on ``held_out`` and BLiMP (``blimp_pairs`` from :func:`~hf_toponets.evaluation.blimp_data.load_blimp`,
+    None: skipped), and write ``output_dir/report``. Returns the report (``report/report.json``).
+    ``description``: what the run was (command, config), shown in the report."""
+    output_dir = Path(output_dir)
+    cache = StepCache(output_dir / "steps", total=4 * len(settings.taus), log=log)
+    models = train_models(train, train_inputs, settings, output_dir, cache)
+    tokenizer = shared_tokenizer(models)
+    ids, n_documents = held_out_blocks(tokenizer, held_out.documents, settings.block_size, settings.held_out_blocks)
+    blimp_key = None if blimp_pairs is None else step_key({uid: [list(p) for p in blimp_pairs[uid]] for uid in sorted(blimp_pairs)})
+    common = {"held_out": tensor_digest(ids), "blimp": blimp_key, "batch_size": settings.batch_size}
+    for tau, info in models.items():
+        info.update(measure_model(info, tau, ids, blimp_pairs, tokenizer, settings, output_dir, cache, common))
+        info["folder"] = os.path.relpath(info.pop("folder"), output_dir)
+    run = {
+        "description": dict(description or {}),
+        "settings": asdict(settings),
+        "held_out": {"source": held_out.source, "documents": n_documents, "dropped_as_seen": held_out.dropped,
+                     "blocks": int(ids.shape[0]), "block_size": int(ids.shape[1]), "tokens": int(ids.numel())},
+        "blimp_paradigms": sorted(blimp_pairs) if blimp_pairs is not None else [],
+        "steps": cache.records,
+    }
+    report = write_report(models, run, output_dir / "report")
+    log(f"wrote {output_dir / 'report' / 'README.md'} and its figures")
+    return report
