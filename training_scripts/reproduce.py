@@ -71,11 +71,12 @@ def make_train(config: str, train_flags: list[str]):
 def held_out_and_blimp(args, script):
     """The held-out English and the BLiMP pairs to score (None without BLiMP)."""
     corpus = embedded_corpus() if script.dataset_name is None else None  # a Hub corpus is not checked for overlap
+    limit = script.block_size * args.held_out_blocks // 2 + 1  # a document gives >= 2 tokens (itself + EOS)
     if args.blimp_data == "none":
-        return held_out_english(docstring_paragraphs(), "standard-library docstrings (no BLiMP data)", corpus), None
+        return held_out_english(docstring_paragraphs(), "standard-library docstrings (no BLiMP data)", corpus, limit), None
     source = None if args.blimp_data == "hub" else args.blimp_data
     pairs = load_blimp(source)  # all 67 paradigms: the held-out text covers every phenomenon
-    held_out = held_out_english(blimp_sentences(pairs), f"BLiMP's grammatical sentences ({args.blimp_data})", corpus)
+    held_out = held_out_english(blimp_sentences(pairs), f"BLiMP's grammatical sentences ({args.blimp_data})", corpus, limit)
     return held_out, pairs if args.all_paradigms else {uid: pairs[uid] for uid in BLIMP_SUBSET}
 
 

@@ -73,11 +73,10 @@ def _blimp_table(report: dict) -> list[str]:
 
 
 def _steps_table(report: dict) -> list[str]:
-    rows = [[f"`{name}`", f"{r['seconds']:.1f}", f"{r['cpu_seconds']:.1f}", "yes" if r["cached"] else "no"]
-            for name, r in report["steps"].items()]
+    rows = [[f"`{name}`", f"{r['seconds']:.1f}", f"{r['cpu_seconds']:.1f}"] for name, r in report["steps"].items()]
     total = [sum(r[k] for r in report["steps"].values()) for k in ("seconds", "cpu_seconds")]
-    rows.append(["**total**", f"{total[0]:.1f}", f"{total[1]:.1f}", ""])
-    return _table(["step", "wall s (when computed)", "CPU s", "cached in this run"], rows)
+    rows.append(["**total**", f"{total[0]:.1f}", f"{total[1]:.1f}"])
+    return _table(["step", "wall s (when computed)", "CPU s (process time)"], rows)
 
 
 def render_readme(report: dict) -> str:
@@ -89,8 +88,8 @@ def render_readme(report: dict) -> str:
     lines += [f"- {key}: {value}" for key, value in d.items() if key != "command"]
     lines += [f"- tau: {', '.join(f'{t:g}' for t in s['taus'])} (same seed, data and steps; tau = 0 is the baseline)",
               f"- held-out English: {h['source']}: {h['documents']} documents in {h['blocks']} blocks of {h['block_size']} "
-              f"tokens ({h['tokens']} tokens); {h['dropped_as_seen']} candidates found verbatim in the training corpus "
-              "were dropped",
+              f"tokens ({h['tokens']} tokens); " + ("not checked against the training corpus" if h["dropped_as_seen"] is None
+                                                  else f"{h['dropped_as_seen']} candidates found verbatim in the training corpus were dropped"),
               f"- BLiMP: {len(report['blimp_paradigms'])} paradigm(s)" + (": " + ", ".join(report["blimp_paradigms"])
                                                                          if report["blimp_paradigms"] else " (no data given)"),
               "- one point per model: smoothness and effective dimensionality are means over its topographic layers", ""]

@@ -35,11 +35,12 @@ FALLBACK_MODULES = ("logging", "difflib", "textwrap", "statistics", "random", "h
 
 
 class HeldOutText(NamedTuple):
-    """Documents of held-out English, where they come from, and how many were dropped as seen in training."""
+    """Documents of held-out English, where they come from, and how many were dropped as seen in training
+    (None: not checked against the training corpus, e.g. a Hub dataset)."""
 
     documents: list[str]
     source: str
-    dropped: int
+    dropped: int | None
 
 
 def blimp_sentences(pairs: Mapping[str, Sequence[BlimpPair]]) -> Iterator[str]:
@@ -84,7 +85,7 @@ def held_out_english(candidates: Iterable[str], source: str, corpus: Sequence[st
             break
     if not kept:
         raise ValueError(f"held_out_english: no held-out text left from {source} ({dropped} documents are in the corpus)")
-    return HeldOutText(kept, source, dropped)
+    return HeldOutText(kept, source, dropped if corpus is not None else None)
 
 
 def held_out_blocks(tokenizer, documents: Sequence[str], block_size: int, max_blocks: int) -> tuple[torch.Tensor, int]:

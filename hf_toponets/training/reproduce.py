@@ -7,7 +7,7 @@ Under ``output_dir`` (every step cached by :class:`~hf_toponets.training.steps.S
     steps/evaluate_tau<tau>.json   held-out perplexity (English the models never saw) and BLiMP
     analysis/tau<tau>/    analyze: smoothness (weights, activations) and effective dimensionality per layer, maps
     steps/sweep_tau<tau>.json      L1 pruning, shrink and reconstruct at each fraction of c_fc kept
-    report/               README.md, fig2b/fig3/fig4 PNGs, report.json (redrawn on every run: seconds)
+    report/               README.md, fig2b/fig3/fig4 PNGs, report.json (redrawn when any number changed)
 
 A step's key covers its inputs: the training inputs and tau for ``train``; the model's weights (a
 digest of its safetensors), the held-out token ids and the measurement settings for the others. Changing, e.g., ``keeps`` redoes
@@ -153,7 +153,7 @@ def run_reproduction(train: TrainFn, train_inputs, settings: ReproductionSetting
     None: skipped), and write ``output_dir/report``. Returns the report (``report/report.json``).
     ``description``: what the run was (command, config), shown in the report."""
     output_dir = Path(output_dir)
-    cache = StepCache(output_dir / "steps", total=4 * len(settings.taus), log=log)
+    cache = StepCache(output_dir / "steps", total=4 * len(settings.taus) + 1, log=log)
     models = train_models(train, train_inputs, settings, output_dir, cache)
     tokenizer = shared_tokenizer(models)
     ids, n_documents = held_out_blocks(tokenizer, held_out.documents, settings.block_size, settings.held_out_blocks)
@@ -162,14 +162,16 @@ def run_reproduction(train: TrainFn, train_inputs, settings: ReproductionSetting
     for tau, info in models.items():
         info.update(measure_model(info, tau, ids, blimp_pairs, tokenizer, settings, output_dir, cache, common))
         info["folder"] = os.path.relpath(info.pop("folder"), output_dir)
+    report_dir = output_dir / "report"
     run = {
         "description": dict(description or {}),
         "settings": asdict(settings),
         "held_out": {"source": held_out.source, "documents": n_documents, "dropped_as_seen": held_out.dropped,
                      "blocks": int(ids.shape[0]), "block_size": int(ids.shape[1]), "tokens": int(ids.numel())},
         "blimp_paradigms": sorted(blimp_pairs) if blimp_pairs is not None else [],
-        "steps": cache.records,
+        "steps": {name: {"seconds": r["seconds"], "cpu_seconds": r["cpu_seconds"]} for name, r in cache.records.items()},
     }
-    report = write_report(models, run, output_dir / "report")
+    report = cache.run("report", {"models": models, "run": run}, lambda: write_report(models, run, report_dir),
+                       outputs=[report_dir / "report.json", report_dir / "README.md"])
     log(f"wrote {output_dir / 'report' / 'README.md'} and its figures")
     return report

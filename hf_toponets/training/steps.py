@@ -28,7 +28,7 @@ from ..core.files import write_json_atomic
 
 def step_key(inputs) -> str:
     """The SHA-256 of ``inputs`` as canonical JSON (sorted keys, no spaces): equal inputs, equal key."""
-    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -56,7 +56,6 @@ def test_read_only_cache_writes_nothing(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_keys_ignore_dict_order_and_reject_nan():
+def test_keys_ignore_dict_order_only():
     assert step_key({"a": 1, "b": [1, 2]}) == step_key({"b": [1, 2], "a": 1}) != step_key({"a": 1, "b": [2, 1]})
-    with pytest.raises(ValueError):
-        step_key({"a": float("nan")})
+    assert step_key({"a": float("nan")}) == step_key({"a": float("nan")}) != step_key({"a": None})
