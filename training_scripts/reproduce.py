@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-paradigms", action="store_true", help="Score all 67 BLiMP paradigms (default: one per phenomenon, 12).")
     p.add_argument("--held-out-blocks", type=int, default=64, help="Held-out blocks (of the config's block_size) to measure on.")
     p.add_argument("--sweep-blimp", action="store_true", help="Also score BLiMP on every pruned / downsampled variant.")
+    p.add_argument("--windows-sequences", type=int, default=20, help="Word sequences for the integration windows (0: none).")
     p.add_argument("--device", help="Where to measure (default: cuda when available, else cpu).")
     return p
 
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                                           else f"outputs/reproduce-{name}"))
     settings = ReproductionSettings(taus=[float(t) for t in args.taus.split(",")], keeps=[float(k) for k in args.keeps.split(",")],
                                     block_size=script.block_size, held_out_blocks=args.held_out_blocks,
-                                    sweep_blimp=args.sweep_blimp, device=args.device or _default_device())
+                                    sweep_blimp=args.sweep_blimp, windows_sequences=args.windows_sequences,
+                                    device=args.device or _default_device())
     train = make_train(args.config, train_flags)
     train_inputs = {"config": Path(args.config).read_text(), "train_flags": train_flags, "hf_toponets": __version__}
     if training_args.world_size > 1:  # under accelerate launch / torchrun: every rank trains, nobody measures

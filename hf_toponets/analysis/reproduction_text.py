@@ -72,6 +72,32 @@ def _blimp_table(report: dict) -> list[str]:
     return _table(["paradigm", *(f"tau={t}" for t in models)], rows)
 
 
+def _windows_table(report: dict) -> list[str]:
+    rows = []
+    for tau, m in report["models"].items():
+        for name, layer in m.get("windows", {"layers": {}})["layers"].items():
+            med, smooth = layer["median"], layer["smoothness"]
+            rows.append([tau, f"`{name}`", str(layer["n_excluded"]), *(_num(med[k]) for k in ("a", "b", "c", "r2", "yoking")),
+                         " / ".join(_num(smooth[k], ".2f") for k in ("a", "b", "c", "yoking"))])
+    header = ["tau", "layer", "excluded", "a", "b", "c", "R^2", "yoking", "map smoothness a / b / c / yoking"]
+    return _table(header, rows) if rows else []
+
+
+def _maps(report: dict) -> list[str]:
+    """Links to each model's maps (paths relative to report/)."""
+    lines = []
+    for tau, m in report["models"].items():
+        folder = "../" + m["analysis"]["folder"]
+        links = [f"[{name.split('.')[-3] if name.count('.') >= 2 else name}]({folder}/{file})"
+                 for name, file in m["analysis"]["maps"].items()]
+        line = f"- tau={tau}: first principal component of the weights: " + ", ".join(links)
+        if "windows" in m:
+            line += "; integration windows: " + ", ".join(f"[{name.split('.')[-3] if name.count('.') >= 2 else name}]"
+                                                          f"({folder}/{file})" for name, file in m["windows"]["maps"].items())
+        lines.append(line)
+    return [*lines, ""]
+
+
 def _steps_table(report: dict) -> list[str]:
     rows = [[f"`{name}`", f"{r['seconds']:.1f}", f"{r['cpu_seconds']:.1f}"] for name, r in report["steps"].items()]
     total = [sum(r[k] for r in report["steps"].values()) for k in ("seconds", "cpu_seconds")]
@@ -108,5 +134,9 @@ def render_readme(report: dict) -> str:
     blimp = _blimp_table(report)
     if blimp:
         lines += ["## BLiMP by paradigm", "", *blimp]
+    windows = _windows_table(report)
+    if windows:
+        lines += ["## Integration windows (Fig. 5B): medians over units, and how smooth their maps are", "", *windows]
+    lines += ["## Maps", "", *_maps(report)]
     lines += ["## Cost of each step", "", *_steps_table(report)]
     return "\n".join(lines)

@@ -5,7 +5,8 @@ Under ``output_dir`` (every step cached by :class:`~hf_toponets.training.steps.S
 
     models/tau<tau>/      train: the caller's ``train(tau, folder)`` (same seed, data and steps for every tau)
     steps/evaluate_tau<tau>.json   held-out perplexity (English the models never saw) and BLiMP
-    analysis/tau<tau>/    analyze: smoothness (weights, activations) and effective dimensionality per layer, maps
+    analysis/tau<tau>/    analyze: smoothness (weights, activations) and effective dimensionality per layer, maps;
+                          windows: integration windows (word swaps, eq. 3 fit), windows.json and maps (Fig. 5B)
     steps/sweep_tau<tau>.json      L1 pruning, shrink and reconstruct at each fraction of c_fc kept
     report/               README.md, fig2b/fig3/fig4 PNGs, report.json (redrawn when any number changed)
 
@@ -17,6 +18,7 @@ only the sweeps; a new tau trains and measures only that model.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +31,9 @@ from ..core.loss import topo_loss
 from ..core.metadata import read_topo_config
 from ..analysis.report import analyze
 from ..analysis.sweep import check_keeps, make_evaluate, sweep_model
+from ..analysis.window_report import write_windows
+from ..analysis.windows import integration_windows
+from ..analysis.word_swap import sentence_sequences, split_sentences
 from ..evaluation.blimp import evaluate_blimp
 from ..evaluation.blimp_data import BlimpPair
 from ..evaluation.perplexity import perplexity
@@ -52,6 +57,8 @@ class ReproductionSettings:
     batch_size: int = field(default=8, metadata={"help": "Blocks per forward pass."})
     blimp_batch_size: int = field(default=64, metadata={"help": "Sentences per forward pass in BLiMP."})
     sweep_blimp: bool = field(default=False, metadata={"help": "Also score BLiMP on every swept variant (slow)."})
+    windows_sequences: int = field(default=20, metadata={"help": "Word sequences for the integration windows; 0: none."})
+    windows_max_delta: int = field(default=20, metadata={"help": "Largest swap distance (words) of the windows."})
     device: str = field(default="cpu", metadata={"help": "Where the measurements run (e.g. cuda)."})
 
     def __post_init__(self):
@@ -59,9 +66,10 @@ class ReproductionSettings:
         if not taus or any(not t >= 0 for t in taus) or len(set(taus)) != len(taus):
             raise ValueError(f"ReproductionSettings: taus must be distinct numbers >= 0, got {self.taus!r}")
         self.taus, self.keeps = sorted(taus), check_keeps(self.keeps)
-        for name in ("block_size", "held_out_blocks", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"ReproductionSettings: {name} must be a positive int, got {getattr(self, name)!r}")
+        for name in ("block_size", "held_out_blocks", "batch_size", "windows_sequences", "windows_max_delta"):
+            value, low = getattr(self, name), 0 if name == "windows_sequences" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"ReproductionSettings: {name} must be an int >= {low}, got {value!r}")
 
 
 def tau_name(tau: float) -> str:
@@ -103,9 +111,24 @@ def shared_tokenizer(models: Mapping[float, dict]):
     return tokenizers[first]
 
 
+def measure_windows(model, tokenizer, sentences: list[str], settings: ReproductionSettings, folder: Path) -> dict:
+    """Integration windows of the topographic layers (``windows.json`` and maps under ``folder``); returns
+    their per-layer summary: medians over units of a, b, c, R^2 and yoking, and the maps' smoothness."""
+    sequences = sentence_sequences(sentences, 8, 5, settings.windows_sequences, seed=0)
+    windows = integration_windows(model, tokenizer, sequences, None, settings.windows_max_delta, 8, progress=False)
+    written = write_windows(windows, folder, len(sequences))
+    layers = {}
+    for name, w in windows.items():
+        medians = {key: float(getattr(w, key).nanmedian()) for key in ("a", "b", "c", "r2", "yoking")}
+        layers[name] = {"median": {k: None if math.isnan(v) else v for k, v in medians.items()},
+                        "smoothness": written["layers"][name]["smoothness"], "n_excluded": int(w.excluded.sum())}
+    return {"layers": layers, "maps": written["maps"], "n_sequences": len(sequences)}
+
+
 def measure_model(model_info: dict, tau: float, ids, blimp_pairs, tokenizer, settings: ReproductionSettings,
-                  output_dir: Path, cache: StepCache, common: dict) -> dict:
-    """evaluate, analyze and sweep one model (each a cached step); the model is loaded only if needed."""
+                  output_dir: Path, cache: StepCache, common: dict, sentences: list[str]) -> dict:
+    """evaluate, analyze, sweep and (``windows_sequences`` > 0) windows of one model, each a cached
+    step; the model is loaded only if a step needs it."""
     name = tau_name(tau)
     loaded = {}
 
@@ -138,9 +161,14 @@ def measure_model(model_info: dict, tau: float, ids, blimp_pairs, tokenizer, set
                                              "sweep_blimp": settings.sweep_blimp},
                            lambda: sweep_model(model(), settings.keeps, sweep_evaluate)),
     }
-    # Hook (issues 13 and 14): integration windows (hf_toponets.analysis.windows) are not on main yet; once they
-    # are, add a cached step "windows_<tau>" here, keyed like "analyze", and a row of maps in the report.
-    # Selectivity (issue 13) is measured on images, so it has no place in this language report.
+    if settings.windows_sequences:  # the paper's Fig. 5B: integration windows by word swaps (sentences of 8 words)
+        text = {"sentences": step_key(sentences), "sequences": settings.windows_sequences,
+                "max_delta": settings.windows_max_delta}
+        result["windows"] = cache.run(
+            f"windows_{name}", {**base, "step": "windows", **text},
+            lambda: measure_windows(model(), tokenizer, sentences, settings, analysis_dir),
+            outputs=[analysis_dir / "windows.json"])
+    # Selectivity (issue 13's verb) is measured on images: it has no place in this language report.
     result["analysis"]["folder"] = os.path.relpath(analysis_dir, output_dir)
     return result
 
@@ -153,14 +181,16 @@ def run_reproduction(train: TrainFn, train_inputs, settings: ReproductionSetting
     None: skipped), and write ``output_dir/report``. Returns the report (``report/report.json``).
     ``description``: what the run was (command, config), shown in the report."""
     output_dir = Path(output_dir)
-    cache = StepCache(output_dir / "steps", total=4 * len(settings.taus) + 1, log=log)
+    per_model = 5 if settings.windows_sequences else 4
+    cache = StepCache(output_dir / "steps", total=per_model * len(settings.taus) + 1, log=log)
     models = train_models(train, train_inputs, settings, output_dir, cache)
     tokenizer = shared_tokenizer(models)
     ids, n_documents = held_out_blocks(tokenizer, held_out.documents, settings.block_size, settings.held_out_blocks)
+    sentences = [s for doc in held_out.documents for s in split_sentences(doc)]  # for the windows' word sequences
     blimp_key = None if blimp_pairs is None else step_key({uid: [list(p) for p in blimp_pairs[uid]] for uid in sorted(blimp_pairs)})
     common = {"held_out": tensor_digest(ids), "blimp": blimp_key, "batch_size": settings.batch_size}
     for tau, info in models.items():
-        info.update(measure_model(info, tau, ids, blimp_pairs, tokenizer, settings, output_dir, cache, common))
+        info.update(measure_model(info, tau, ids, blimp_pairs, tokenizer, settings, output_dir, cache, common, sentences))
         info["folder"] = os.path.relpath(info.pop("folder"), output_dir)
     report_dir = output_dir / "report"
     run = {

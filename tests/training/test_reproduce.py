@@ -25,22 +25,24 @@ from hf_toponets.hub.loading import load_pretrained  # noqa: E402
 from hf_toponets.training.held_out import held_out_blocks  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
-NOUNS, VERBS = ["cat", "dog", "bird", "horse", "teacher", "doctor"], ["sees", "likes", "finds", "helps"]
+# words that the embedded corpus's BPE (vocabulary 1000) keeps whole, so that the windows' word swaps find some
+NOUNS, VERBS = ["object", "function", "value", "module", "class", "method"], ["returns", "takes", "uses", "defines"]
+ADJECTIVES, PLACES = ["new", "first", "same", "other"], ["time", "code", "files"]
 # a short, constant tau (the default warms tau up over 50 steps) and a tiny vocabulary
-TRAIN_FLAGS = ["--max_steps", "3", "--tokenizer_vocab_size", "400", "--eval_blocks", "8", "--per_device_train_batch_size", "2",
+TRAIN_FLAGS = ["--max_steps", "3", "--tokenizer_vocab_size", "1000", "--eval_blocks", "8", "--per_device_train_batch_size", "2",
                "--tau_schedule", "constant:1:1:1", "--learning_rate", "0.01", "--logging_steps", "1"]
 
 
 def fake_blimp(folder: Path) -> Path:
-    """67 paradigms of 3 distinct made-up pairs each, in the published jsonl format."""
+    """67 paradigms of 3 distinct made-up pairs each (8-word sentences), in the published jsonl format."""
     folder.mkdir()
     for i, uid in enumerate(PARADIGMS):
         rows = []
         for j in range(3):
             k = 3 * i + j
-            a, b, verb = NOUNS[k % 6], NOUNS[(k // 6) % 6], VERBS[k % 4]
-            rows.append({"sentence_good": f"The {a} {verb} {k} {b}s.", "sentence_bad": f"The {a} {verb[:-1]} {k} {b}s.",
-                         "pairID": str(j), "UID": uid})
+            a, b, verb, adj, place = NOUNS[k % 6], NOUNS[(k // 6) % 6], VERBS[k % 4], ADJECTIVES[(k // 36) % 4], PLACES[k % 3]
+            good = f"The {adj} {a} {verb} the {b} in {place}."
+            rows.append({"sentence_good": good, "sentence_bad": good.replace(verb, verb[:-1]), "pairID": str(j), "UID": uid})
         (folder / f"{uid}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
 
@@ -48,7 +50,7 @@ def fake_blimp(folder: Path) -> Path:
 class Calls:
     """Counts the calls of the pipeline's expensive functions (still running them); ``fail`` makes one raise."""
 
-    NAMES = ("analyze", "sweep_model", "evaluate_blimp", "perplexity", "write_report")
+    NAMES = ("analyze", "sweep_model", "evaluate_blimp", "perplexity", "measure_windows", "write_report")
 
     def __init__(self, monkeypatch):
         self.counts, self.fail = {}, None
@@ -80,7 +82,7 @@ def runs(tmp_path_factory):
     """Run the pipeline as a user would, five times; returns what each run computed."""
     tmp = tmp_path_factory.mktemp("reproduce")
     common = ["--output_dir", str(tmp / "out"), "--held-out-blocks", "4", "--blimp-data", str(fake_blimp(tmp / "blimp")),
-              *TRAIN_FLAGS]
+              "--windows-sequences", "2", *TRAIN_FLAGS]
     out = {"tmp": tmp, "args": ["--keeps", "1,0.4", *common]}
     with pytest.MonkeyPatch.context() as mp:
         calls = Calls(mp)
@@ -112,11 +114,13 @@ def test_the_report_is_complete(runs):
     for file in [*report["figures"].values()]:
         assert (report_dir / file).read_bytes()[:8] == PNG
     for m in report["models"].values():
-        assert set(m) == {"folder", "train", "evaluate", "analysis", "sweep"} and m["train"]["steps"] == 3
-        for png in [*m["analysis"]["maps"].values(), m["analysis"]["curves"]]:
+        assert set(m) == {"folder", "train", "evaluate", "analysis", "sweep", "windows"} and m["train"]["steps"] == 3
+        assert m["windows"]["n_sequences"] == 2 and set(m["windows"]["layers"]) == set(m["analysis"]["layers"])
+        for png in [*m["analysis"]["maps"].values(), m["analysis"]["curves"], *m["windows"]["maps"].values()]:
             assert (runs["tmp"] / "out" / m["analysis"]["folder"] / png).read_bytes()[:8] == PNG
     assert len(report["blimp_paradigms"]) == 12 and report["held_out"]["blocks"] == 4
-    assert set(report["steps"]) == {f"{s}_tau{t}" for s in ("train", "evaluate", "analyze", "sweep") for t in (0, 5, 50)}
+    assert set(report["steps"]) == {f"{s}_tau{t}" for s in ("train", "evaluate", "analyze", "sweep", "windows")
+                                    for t in (0, 5, 50)}
     readme = (report_dir / "README.md").read_text()
     for file in report["figures"].values():
         assert f"]({file})" in readme
@@ -128,11 +132,11 @@ def test_the_report_is_complete(runs):
 @pytest.mark.slow
 def test_finished_steps_are_skipped_and_an_interrupted_run_resumes(runs):
     assert runs["first_calls"] == {"train": 2, "perplexity": 2, "evaluate_blimp": 2, "analyze": 2, "sweep_model": 2,
-                                   "write_report": 1}
+                                   "measure_windows": 2, "write_report": 1}
     assert runs["rerun_calls"] == {}  # nothing changed: nothing recomputed, not even the figures
     # tau 5: trained and evaluated, then interrupted in analyze; the rerun does its analysis and sweep only
     assert runs["interrupted_calls"] == {"train": 1, "perplexity": 1, "evaluate_blimp": 1}
-    assert runs["resumed_calls"] == {"analyze": 1, "sweep_model": 1, "write_report": 1}
+    assert runs["resumed_calls"] == {"analyze": 1, "sweep_model": 1, "measure_windows": 1, "write_report": 1}
     assert runs["keeps_calls"] == {"sweep_model": 3, "write_report": 1}
 
 
@@ -187,7 +191,8 @@ def test_models_with_different_tokenizers_are_refused(runs, tmp_path):
 @pytest.mark.parametrize("kwargs, match", [({"taus": []}, "taus must be distinct numbers >= 0"),
                                            ({"taus": [0, 0]}, "taus must be distinct"),
                                            ({"keeps": [1.5]}, "keep: give fractions in"),
-                                           ({"held_out_blocks": 0}, "held_out_blocks must be a positive int")])
+                                           ({"held_out_blocks": 0}, "held_out_blocks must be an int >= 1"),
+                                           ({"windows_sequences": -1}, "windows_sequences must be an int >= 0")])
 def test_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         pipeline.ReproductionSettings(**kwargs)
