@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
     held_out, blimp_pairs = held_out_and_blimp(args, script)
     command = shlex.join(["python", "training_scripts/reproduce.py", *argv])
-    description = {"command": command, "config": args.config, "training flags": " ".join(train_flags) or "(none)",
+    config = Path(args.config).resolve()
+    shown = config.relative_to(HERE.parent) if config.is_relative_to(HERE.parent) else config  # repo-relative if inside
+    description = {"command": command, "config": str(shown), "training flags": " ".join(train_flags) or "(none)",
                    "hf_toponets": __version__, "device": settings.device}
     return run_reproduction(train, train_inputs, settings, output_dir, held_out, blimp_pairs, description=description)
 

@@ -38,10 +38,22 @@ def _figure(n_panels: int, ncols: int, panel_size: tuple[float, float]):
     return fig, axes[:n_panels]
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> None:
-    """Write ``fig`` as PNG to ``path`` atomically (parent folders are created)."""
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110, palette: bool = False) -> None:
+    """Write ``fig`` as PNG to ``path`` atomically (parent folders are created). ``palette``: an
+    adaptive 256-colour palette (Pillow, matplotlib's own dependency): line and scatter plots come out
+    about 3x smaller with no visible change; not for colour maps."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+        if not palette:
+            fig.savefig(tmp, format="png", dpi=dpi)
+            return
+        import io
+
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi)
+        buffer.seek(0)
+        Image.open(buffer).convert("RGB").quantize(colors=256).save(tmp, format="PNG", optimize=True)
 
 
 def _as_sheet(values, name: str) -> np.ndarray:
@@ -108,12 +120,14 @@ def plot_sweep(
     xlabel: str = "fraction of weights pruned",
     styles: Mapping[str, tuple[str | None, str]] | None = None,
     invert_x: bool = False,
+    palette: bool = False,
 ) -> None:
     """Performance sweeps: one panel per ``{ylabel: {label: (x, y)}}``, one line per label, e.g.
     ``{"change in perplexity": {"tau=1": (sparsity, delta_perplexity)}}`` from
     :func:`hf_toponets.analysis.pruning.pruning_sweep`, or the shrink / reconstruct / prune lines of
     :func:`hf_toponets.analysis.sweep.plot_sweep_results`. ``styles``: ``{label: (colour, line style)}``
-    (default: matplotlib's colours, solid lines); ``invert_x``: largest x on the left (fraction kept).
+    (default: matplotlib's colours, solid lines); ``invert_x``: largest x on the left (fraction kept);
+    ``palette``: see :func:`save_figure`.
     """
     if not panels or not all(panels.values()):
         raise ValueError("plot_sweep: panels is empty; give {ylabel: {label: (x, y)}}")
@@ -131,7 +145,7 @@ def plot_sweep(
         if invert_x:
             ax.invert_xaxis()
         ax.legend(fontsize=7)
-    save_figure(fig, path)
+    save_figure(fig, path, palette=palette)
 
 
 class ScatterPanel(NamedTuple):
@@ -146,9 +160,10 @@ class ScatterPanel(NamedTuple):
     colors: Sequence[str] | None = None
 
 
-def plot_scatter(panels: Sequence[ScatterPanel], path: str | os.PathLike, ncols: int = 3) -> None:
+def plot_scatter(panels: Sequence[ScatterPanel], path: str | os.PathLike, ncols: int = 3, palette: bool = False) -> None:
     """Scatter panels (e.g. one point per model: smoothness vs performance), each point labelled, with
-    the least-squares line through the points when x varies (the trend a correlation measures)."""
+    the least-squares line through the points when x varies (the trend a correlation measures);
+    ``palette``: see :func:`save_figure`."""
     if not panels:
         raise ValueError("plot_scatter: panels is empty; give ScatterPanel(x, y, labels, xlabel, ylabel)")
     fig, axes = _figure(len(panels), ncols, (4.2, 3.6))
@@ -167,4 +182,4 @@ def plot_scatter(panels: Sequence[ScatterPanel], path: str | os.PathLike, ncols:
         ax.set_ylabel(panel.ylabel)
         ax.set_title(panel.title, fontsize=9)
         ax.ticklabel_format(useOffset=False)
-    save_figure(fig, path)
+    save_figure(fig, path, palette=palette)

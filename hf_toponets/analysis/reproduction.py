@@ -128,10 +128,10 @@ def write_report(models: Mapping[float, dict], run: dict, report_dir: str | Path
     for fig, pairs in (("fig2b", FIG2B), ("fig3", FIG3)):
         panels = scatter_panels(summary, corr, pairs)
         if panels:
-            plot_scatter(panels, report_dir / FIGURES[fig], ncols=2)
+            plot_scatter(panels, report_dir / FIGURES[fig], ncols=2, palette=True)
             figures[fig] = FIGURES[fig]
     panels, styles = fig4_panels(models)
-    plot_sweep(panels, report_dir / FIGURES["fig4"], "fraction of c_fc units kept", styles, invert_x=True)
+    plot_sweep(panels, report_dir / FIGURES["fig4"], "fraction of c_fc units kept", styles, invert_x=True, palette=True)
     figures["fig4"] = FIGURES["fig4"]
     report = {**run, "summary": {f"{t:g}": s for t, s in summary.items()}, "correlations": corr, "figures": figures,
               "models": {f"{t:g}": m for t, m in sorted(models.items())}}

@@ -95,8 +95,16 @@ def test_scatter_panels_write_a_valid_png(tmp_path):
                            "r = +0.99", ["black", "tab:red", "tab:blue"]),
               ScatterPanel([1.0, 1.0], [2.0, 3.0], ["a", "b"], "x (constant: no trend line)", "y")]
     plot_scatter(panels, tmp_path / "scatter.png", ncols=2)
+    plot_scatter(panels, tmp_path / "palette.png", ncols=2, palette=True)
     width, height = png_size(tmp_path / "scatter.png")
-    assert width > height > 0 and not leftovers(tmp_path)
+    assert width > height > 0 and png_size(tmp_path / "palette.png") == (width, height) and not leftovers(tmp_path)
+    from PIL import Image
+
+    with Image.open(tmp_path / "palette.png") as small, Image.open(tmp_path / "scatter.png") as full:
+        assert small.mode == "P" and (tmp_path / "palette.png").stat().st_size < (tmp_path / "scatter.png").stat().st_size
+        # the palette keeps the plot: every pixel within a few levels of the full-colour one
+        diff = np.abs(np.asarray(small.convert("RGB"), dtype=int) - np.asarray(full.convert("RGB"), dtype=int))
+        assert np.percentile(diff, 99) <= 8
     with pytest.raises(ValueError, match="plot_scatter: y vs x: 2 x, 2 y, 1 labels"):
         plot_scatter([ScatterPanel([1, 2], [3, 4], ["a"], "x", "y")], tmp_path / "bad.png")
     with pytest.raises(ValueError, match="panels is empty"):

@@ -143,7 +143,7 @@ def test_finished_steps_are_skipped_and_an_interrupted_run_resumes(runs):
 @pytest.mark.slow
 def test_the_figures_plot_the_functions_outputs(runs, monkeypatch, tmp_path):
     drawn = {}
-    monkeypatch.setattr(reproduction, "plot_scatter", lambda panels, path, ncols: drawn.setdefault(Path(path).stem, panels))
+    monkeypatch.setattr(reproduction, "plot_scatter", lambda panels, path, **k: drawn.setdefault(Path(path).stem, panels))
     monkeypatch.setattr(reproduction, "plot_sweep", lambda panels, path, *a, **k: drawn.setdefault(Path(path).stem, panels))
     out = runs["tmp"] / "out"
     (out / "steps" / "report.json").unlink()  # all the rest cached: only the report is drawn again
