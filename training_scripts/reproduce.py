@@ -8,7 +8,8 @@ the same way, and draw the paper's Fig. 2B, 3 and 4 in ``OUTPUT_DIR/report/`` (R
     python training_scripts/reproduce.py --config training_scripts/configs/gpt_neo_125m_wikipedia.yaml  # measures them
 
 Every step is cached under ``OUTPUT_DIR/steps`` (:mod:`hf_toponets.training.steps`): a rerun redoes only
-what changed, and an interrupted run resumes at the first unfinished step. Held-out English is BLiMP's
+what changed, and an interrupted run resumes at the first unfinished step (inside a training, from its last
+checkpoint when the config saves some, as the paper's does every 5,000 steps). Held-out English is BLiMP's
 grammatical sentences (``--blimp-data``, default ``../shared/data/blimp`` beside the checkout) or,
 without BLiMP, standard-library docstrings; text found in the training corpus is dropped.
 """
@@ -56,10 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_train(config: str, train_flags: list[str]):
-    """``train(tau, folder) -> metrics``: train_clm.main on ``config`` + ``train_flags`` with this tau."""
+    """``train(tau, folder) -> metrics``: train_clm.main on ``config`` + ``train_flags`` with this tau,
+    continuing from the folder's last checkpoint when an earlier run was cut short (configs that save some)."""
 
     def train(tau: float, folder: Path) -> dict:
-        trainer = train_clm.main([config, *train_flags, "--tau", f"{tau:g}", "--output_dir", str(folder)])
+        argv = [config, "--resume_from_checkpoint", "true", *train_flags, "--tau", f"{tau:g}", "--output_dir", str(folder)]
+        trainer = train_clm.main(argv)
         logs = trainer.state.log_history
         last = lambda key: next((h[key] for h in reversed(logs) if key in h), None)  # noqa: E731
         eval_loss = last("eval_loss")

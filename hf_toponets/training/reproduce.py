@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,14 +78,32 @@ def tau_name(tau: float) -> str:
     return f"tau{tau:g}"
 
 
+def claim_folder(folder: Path, key: str) -> None:
+    """Make ``folder`` hold checkpoints of the training ``key`` only: ``checkpoint-*`` folders that another
+    training left are removed, so that resuming (train_clm's ``--resume_from_checkpoint true``) continues
+    this training's interrupted run, never another configuration's."""
+    marker = folder / "reproduce_key.txt"
+    if folder.is_dir() and not (marker.is_file() and marker.read_text() == key):
+        for checkpoint in folder.glob("checkpoint-*"):
+            shutil.rmtree(checkpoint)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(key)
+
+
 def train_models(train: TrainFn, train_inputs, settings: ReproductionSettings, output_dir: Path, cache: StepCache) -> dict:
-    """``{tau: {"folder", "key", "train": metrics}}``, training the taus whose step is not done."""
+    """``{tau: {"folder", "train": metrics}}``, training the taus whose step is not done (in ``models/tau<tau>``,
+    claimed by :func:`claim_folder` unless ``cache`` is read-only: the other ranks of a distributed run)."""
     models = {}
     for tau in settings.taus:
         folder = output_dir / "models" / tau_name(tau)
         inputs = {"train": train_inputs, "tau": tau}
-        metrics = cache.run(f"train_{tau_name(tau)}", inputs, lambda t=tau, f=folder: train(t, f),
-                            outputs=[folder / "config.json"])
+
+        def run(t=tau, f=folder, key=step_key(inputs)):
+            if cache.write:
+                claim_folder(f, key)
+            return train(t, f)
+
+        metrics = cache.run(f"train_{tau_name(tau)}", inputs, run, outputs=[folder / "config.json"])
         models[tau] = {"folder": str(folder), "train": metrics}
     return models
 

@@ -188,6 +188,18 @@ def test_models_with_different_tokenizers_are_refused(runs, tmp_path):
         pipeline.shared_tokenizer(folders)
 
 
+def test_a_training_folder_keeps_only_its_own_checkpoints(tmp_path):
+    folder = tmp_path / "tau5"
+    (folder / "checkpoint-10").mkdir(parents=True)
+    pipeline.claim_folder(folder, "key-a")  # an unclaimed folder: its checkpoints are of unknown origin
+    assert not (folder / "checkpoint-10").exists() and (folder / "reproduce_key.txt").read_text() == "key-a"
+    (folder / "checkpoint-20").mkdir()  # an interrupted run of the same training: resumed from here
+    pipeline.claim_folder(folder, "key-a")
+    assert (folder / "checkpoint-20").is_dir()
+    pipeline.claim_folder(folder, "key-b")  # another configuration: the old checkpoints go
+    assert not (folder / "checkpoint-20").exists() and (folder / "reproduce_key.txt").read_text() == "key-b"
+
+
 @pytest.mark.parametrize("kwargs, match", [({"taus": []}, "taus must be distinct numbers >= 0"),
                                            ({"taus": [0, 0]}, "taus must be distinct"),
                                            ({"keeps": [1.5]}, "keep: give fractions in"),
