@@ -130,6 +130,19 @@ def shared_tokenizer(models: Mapping[float, dict]):
     return tokenizers[first]
 
 
+def evaluate_model(model, tokenizer, ids, blimp_pairs, settings: ReproductionSettings) -> dict:
+    """``{"perplexity": on the held-out blocks, "topo_loss": mean TopoLoss of the final weights (None without a
+    ``topo`` entry), "blimp": evaluate_blimp's result or None}``."""
+    topo = read_topo_config(model)
+    out = {"perplexity": perplexity(model, ids, settings.batch_size), "topo_loss": None, "blimp": None}
+    if topo is not None:
+        with torch.no_grad():
+            out["topo_loss"] = float(topo_loss(model, topo))
+    if blimp_pairs is not None:
+        out["blimp"] = evaluate_blimp(model, tokenizer, blimp_pairs, batch_size=settings.blimp_batch_size, progress=False)
+    return out
+
+
 def measure_windows(model, tokenizer, sentences: list[str], settings: ReproductionSettings, folder: Path) -> dict:
     """Integration windows of the topographic layers (``windows.json`` and maps under ``folder``); returns
     their per-layer summary: medians over units of a, b, c, R^2 and yoking, and the maps' smoothness."""
@@ -156,23 +169,12 @@ def measure_model(model_info: dict, tau: float, ids, blimp_pairs, tokenizer, set
             loaded["model"] = load_pretrained(model_info["folder"], device=settings.device)
         return loaded["model"]
 
-    def evaluate():
-        topo = read_topo_config(model())
-        out = {"perplexity": perplexity(model(), ids, settings.batch_size), "blimp": None,
-               "topo_loss": None}
-        if topo is not None:
-            with torch.no_grad():
-                out["topo_loss"] = float(topo_loss(model(), topo))
-        if blimp_pairs is not None:
-            out["blimp"] = evaluate_blimp(model(), tokenizer, blimp_pairs, batch_size=settings.blimp_batch_size,
-                                          progress=False)
-        return out
-
     analysis_dir = output_dir / "analysis" / name
     sweep_evaluate = make_evaluate(tokenizer, ids, blimp_pairs if settings.sweep_blimp else None, settings.batch_size)
     base = {"model": model_digest(model_info["folder"]), **common}
     result = {
-        "evaluate": cache.run(f"evaluate_{name}", {**base, "step": "evaluate"}, evaluate),
+        "evaluate": cache.run(f"evaluate_{name}", {**base, "step": "evaluate"},
+                              lambda: evaluate_model(model(), tokenizer, ids, blimp_pairs, settings)),
         "analysis": cache.run(f"analyze_{name}", {**base, "step": "analyze"},
                               lambda: analyze(model(), analysis_dir, None, ids, settings.batch_size, progress=False),
                               outputs=[analysis_dir / "metrics.json"]),
@@ -206,7 +208,8 @@ def run_reproduction(train: TrainFn, train_inputs, settings: ReproductionSetting
     tokenizer = shared_tokenizer(models)
     ids, n_documents = held_out_blocks(tokenizer, held_out.documents, settings.block_size, settings.held_out_blocks)
     sentences = [s for doc in held_out.documents for s in split_sentences(doc)]  # for the windows' word sequences
-    blimp_key = None if blimp_pairs is None else step_key({uid: [list(p) for p in blimp_pairs[uid]] for uid in sorted(blimp_pairs)})
+    blimp_key = None if blimp_pairs is None else step_key({uid: [list(p) for p in blimp_pairs[uid]]
+                                                            for uid in sorted(blimp_pairs)})
     common = {"held_out": tensor_digest(ids), "blimp": blimp_key, "batch_size": settings.batch_size}
     for tau, info in models.items():
         info.update(measure_model(info, tau, ids, blimp_pairs, tokenizer, settings, output_dir, cache, common, sentences))
