@@ -1,8 +1,9 @@
 """Step time of TopoTrainer vs a plain Trainer, same model, data and optimizer, one run.
 
 Run: ``python benchmarks/bench_trainer.py [--model gpt-neo-125m|resnet-18] [--batch B] [--seq 512]
-[--image 224] [--reps 5]``. Each rep runs one training step (forward, backward, AdamW step) of each
-trainer, alternating, on the same random batch. Both trainers drive the SAME model object
+[--image 224] [--reps 5] [--accumulation 1,8]``. Each rep runs one optimizer step (``accumulation``
+micro-steps of forward + backward on the same random batch, then AdamW) of each trainer, alternating.
+TopoTrainer attaches its term once per optimizer step, so its share of a step falls with accumulation. Both trainers drive the SAME model object
 (TopoTrainer's hooks do nothing outside its own steps), so memory layout and cache state do not
 favour either; each has its own AdamW. Prints the medians, TopoTrainer's overhead and the
 topographic term's own cost (forward + backward of the TopoLosses alone).
@@ -25,12 +26,14 @@ from transformers import GPTNeoConfig, GPTNeoForCausalLM, ResNetConfig, ResNetFo
 from hf_toponets import TopoConfig, TopoTrainer, resolve_targets, topo_loss
 
 
-def step(trainer, inputs) -> float:
+def step(trainer, inputs, accumulation: int = 1) -> float:
     start = time.perf_counter()
-    trainer.current_gradient_accumulation_steps = 1  # what Trainer's loop sets before each step
-    trainer.training_step(trainer.model, inputs)
+    trainer.current_gradient_accumulation_steps = accumulation  # what Trainer's loop sets before each step
+    for _ in range(accumulation):
+        trainer.training_step(trainer.model, inputs)
     trainer.optimizer.step()
     trainer.model.zero_grad(set_to_none=True)
+    trainer.state.global_step += 1  # as Trainer's loop does: TopoTrainer arms its term once per optimizer step
     return time.perf_counter() - start
 
 
@@ -61,6 +64,7 @@ def main():
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--image", type=int, default=224)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--accumulation", default="1", help="comma-separated micro-steps per optimizer step, e.g. 1,8")
     parser.add_argument("--tau", type=float, default=5.0)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 gives stable medians on a busy machine")
     a = parser.parse_args()
@@ -74,10 +78,12 @@ def main():
     for t in trainers.values():
         t.create_optimizer_and_scheduler(num_training_steps=100)
         step(t, inputs)  # warm-up: allocations, AdamW state
-    times = {k: [] for k in trainers}
-    for _ in range(a.reps):
-        for name, t in trainers.items():
-            times[name].append(step(t, inputs))
+    accumulations = [int(k) for k in a.accumulation.split(",")]
+    times = {(k, n): [] for k in accumulations for n in trainers}
+    for accumulation in accumulations:
+        for _ in range(a.reps):
+            for name, t in trainers.items():
+                times[accumulation, name].append(step(t, inputs, accumulation))
     targets = resolve_targets(model, topo)
     term = []
     for _ in range(max(5, a.reps)):
@@ -85,12 +91,14 @@ def main():
         topo_loss(model, topo, targets).backward()
         term.append(time.perf_counter() - start)
     model.zero_grad(set_to_none=True)
-    plain, ours = statistics.median(times["Trainer"]), statistics.median(times["TopoTrainer"])
+    term = statistics.median(term)
     print(f"{what}, CPU, {torch.get_num_threads()} threads, {a.reps} alternating reps")
-    print(f"    Trainer: median step {plain:8.3f} s")
-    print(f"TopoTrainer: median step {ours:8.3f} s   overhead {100 * (ours / plain - 1):+.2f}%")
-    print(f"topographic term alone ({len(targets)} sheets, forward + backward): median {statistics.median(term) * 1e3:.1f} ms "
-          f"= {100 * statistics.median(term) / plain:.2f}% of a plain step")
+    print(f"topographic term alone ({len(targets)} sheets, forward + backward): median {term * 1e3:.1f} ms")
+    for accumulation in accumulations:
+        plain, ours = (statistics.median(times[accumulation, n]) for n in ("Trainer", "TopoTrainer"))
+        print(f"accumulation {accumulation}:     Trainer: median optimizer step {plain:8.3f} s")
+        print(f"accumulation {accumulation}: TopoTrainer: median optimizer step {ours:8.3f} s   overhead "
+              f"{100 * (ours / plain - 1):+.2f}%   the term's share {100 * term / plain:.2f}% of a plain step")
 
 
 if __name__ == "__main__":

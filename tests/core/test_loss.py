@@ -261,3 +261,20 @@ def test_transposed_sheet_layout_gives_the_same_loss_and_gradient(factor):
     (strided + dense).backward()
     torch.testing.assert_close(stored.grad.t(), rows.grad, rtol=1e-10, atol=1e-13)
     assert stored.grad.is_contiguous()  # written in the weight's own layout, no transposing copy
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+@pytest.mark.parametrize("factor_h, factor_w", [(2.0, 4.0), (4.0, 2.0), (3.0, 2.0)])
+def test_uneven_factors_match_the_reference_by_keyword(factor_h, factor_w, interpolation):
+    """factor_h applies to the sheet's rows, factor_w to its columns: swapping them is ~2% off at (2, 4)."""
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"a": nn.Linear(12, 48), "b": nn.Conv2d(3, 40, 2)})  # 6 x 8 and 5 x 8 sheets
+    cfg = TopoConfig(target_modules=["a", "b"], factor_h=factor_h, factor_w=factor_w, interpolation=interpolation)
+    ref = TopoLoss([LaplacianPyramid(layer_name=n, factor_h=factor_h, factor_w=factor_w, interpolation=interpolation)
+                    for n in ("a", "b")]).compute(model, reduce_mean=False)
+    ours = topo_losses(model, cfg)
+    for n in ("a", "b"):
+        assert abs(ours[n].item() - ref[n].item()) <= 1e-6 * ref[n].item(), n
+    g_ours, g_ref = grads(model, sum(ours.values())), grads(model, sum(ref.values()))
+    for n in g_ref:
+        assert rel(g_ours[n], g_ref[n]) < 1e-5, n
