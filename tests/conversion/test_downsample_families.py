@@ -103,5 +103,5 @@ def test_bloom_reconstructs_but_cannot_shrink():
 def test_vits_default_target_is_not_an_mlp_input_projection():
     model = build_family("vit")
     attach_topo_config(model, TopoConfig())  # fc2: the paper's ViT layer, whose units are the residual stream
-    with pytest.raises(ValueError, match=r"cannot find the output projection of target vit\.layers\.0\.mlp\.fc2"):
+    with pytest.raises(ValueError, match=r"target vit\.layers\.0\.mlp\.fc2 is its MLP's output projection 'fc2'.*targets=\['fc1'\]"):
         downsample_model(model, 0.5)
