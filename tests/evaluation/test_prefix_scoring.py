@@ -109,3 +109,10 @@ def test_a_model_whose_cache_cannot_be_used_falls_back():
     model.transformer.forward = no_cache
     got = score_sequences(model, seqs, [list(range(len(seqs)))], progress=False)
     assert got.tolist() == pytest.approx(naive_scores(model, seqs), abs=1e-4)
+
+
+def test_sharing_only_when_the_body_outweighs_the_head():
+    from hf_toponets.evaluation.prefix_scoring import _body_and_head, _body_dominates
+
+    assert _body_dominates(*_body_and_head(tiny_gpt_neo(vocab=16)))  # 2 blocks of width 32 vs 16 x 32 logits
+    assert not _body_dominates(*_body_and_head(tiny_gpt_neo(vocab=4096)))  # the head does the work: no sharing
