@@ -56,19 +56,23 @@ def segments(parent: list[int], seq_nodes: list[list[int]], chunk: list[int]) ->
 
 
 def pack_segments(segs: list[Segment], budget: int) -> list[list[Segment]]:
-    """Forwards of one start depth each, longest segments first, each at most ``budget`` positions
-    counted as ``rows * (start depth + longest segment)`` (the past is attended and gathered too)."""
+    """Forwards of one start depth each, longest segments first: at most ``budget`` positions counted as
+    ``rows * (start depth + longest segment)`` (the past is attended and gathered too), and no segment
+    shorter than 3/4 of its forward's longest (padding: 51% of the positions on two BLiMP paradigms
+    without this cut, 10% with it, for 1.6x the forwards)."""
     by_depth: dict[int, list[Segment]] = {}
     for s in segs:
         by_depth.setdefault(len(s.past), []).append(s)
-    batches = []
+    batches: list[list[Segment]] = []
     for depth in sorted(by_depth):
-        group = sorted(by_depth[depth], key=lambda s: -len(s.nodes))
-        start = 0
-        while start < len(group):
-            rows = max(1, budget // (depth + len(group[start].nodes)))
-            batches.append(group[start : start + rows])
-            start += rows
+        current: list[Segment] = []
+        for s in sorted(by_depth[depth], key=lambda s: -len(s.nodes)):
+            width = len(current[0].nodes) if current else 0
+            if current and (4 * len(s.nodes) < 3 * width or (len(current) + 1) * (depth + width) > budget):
+                batches.append(current)
+                current = []
+            current.append(s)
+        batches.append(current)
     return batches
 
 

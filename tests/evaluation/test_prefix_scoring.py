@@ -97,6 +97,7 @@ def test_segments_cover_every_prefix_once_after_its_ancestors():
     assert sorted(n for b in batches for s in b for n in s.nodes) == sorted(nodes)
     assert all(len({len(s.past) for s in b}) == 1 for b in batches)  # one start depth per forward
     assert all(len(b) == 1 or len(b) * (len(b[0].past) + len(b[0].nodes)) <= 20 for b in batches)
+    assert all(4 * len(s.nodes) >= 3 * len(b[0].nodes) for b in batches for s in b)  # padding <= 1/4 of a row
 
 
 def test_a_model_whose_cache_cannot_be_used_falls_back():
