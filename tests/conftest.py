@@ -133,3 +133,13 @@ def digits_folder(tmp_path_factory) -> Path:
             row["image"].save(folder / name / f"{i:04d}.png")
             counts[name] = counts.get(name, 0) + 1
     return folder
+
+
+def sgd_step(model, loss, lr: float):
+    """The oracles' optimizer: backpropagate ``loss`` and apply ``p -= lr * p.grad`` by hand; returns ``model``."""
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= lr * p.grad
+    return model

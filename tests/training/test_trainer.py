@@ -8,7 +8,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, TrainingArguments
 
-from conftest import tiny_gpt2, tiny_gpt_neo
+from conftest import sgd_step, tiny_gpt2, tiny_gpt_neo
 from hf_toponets import TopoConfig, TopoTrainer, topo_loss
 from hf_toponets.core.metadata import read_topo_config
 
@@ -61,12 +61,7 @@ def manual_step(build, tau, dataset, lr=0.5):
     labels = torch.tensor(dataset["labels"])
     out = model(input_ids=ids, labels=labels)
     loss = out.loss + tau * topo_loss(model, TopoConfig(target_modules=TARGETS))
-    loss.backward()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.grad is not None:
-                p -= lr * p.grad
-    return model
+    return sgd_step(model, loss, lr)
 
 
 def rel_err(a, b):

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import tiny_resnet, tiny_vit
+from conftest import sgd_step, tiny_resnet, tiny_vit
 from datasets import Dataset
 from transformers import TrainingArguments
 
@@ -35,12 +35,7 @@ def manual_step(build, topo, tau, data, lr=0.5):
     model = build(seed=0)
     batch = collate_images([data[i] for i in range(len(data))])
     loss = model(**batch).loss + tau * topo_loss(model, topo)
-    loss.backward()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.grad is not None:
-                p -= lr * p.grad
-    return model
+    return sgd_step(model, loss, lr)
 
 
 @pytest.mark.parametrize("build, topo", [(tiny_resnet, RESNET), (tiny_vit, VIT)])
