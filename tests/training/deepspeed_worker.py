@@ -16,12 +16,12 @@ CHECKOUT = TESTS.parent
 sys.path[:0] = [str(CHECKOUT), str(TESTS), str(TESTS / "training")]
 
 import deepspeed  # noqa: E402
-import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import AutoModelForCausalLM, TrainingArguments  # noqa: E402
 
 import hf_toponets  # noqa: E402
 from hf_toponets import TopoConfig, TopoTrainer  # noqa: E402
+from conftest import end_worker  # noqa: E402
 from test_trainer import token_dataset  # noqa: E402
 
 assert Path(hf_toponets.__file__).resolve().is_relative_to(CHECKOUT), f"imported {hf_toponets.__file__}, not {CHECKOUT}"
@@ -54,5 +54,4 @@ def step(stage: int, out: str, folder: str) -> None:
 if __name__ == "__main__":
     for stage in (2, 3):
         step(stage, sys.argv[1], sys.argv[2])
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
+    end_worker()

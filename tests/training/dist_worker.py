@@ -31,7 +31,7 @@ from transformers import TrainingArguments  # noqa: E402
 import hf_toponets  # noqa: E402
 import hf_toponets.training.mixin as mixin  # noqa: E402
 from test_trainer import token_dataset  # noqa: E402
-from conftest import tiny_gpt_neo  # noqa: E402
+from conftest import end_worker, tiny_gpt_neo  # noqa: E402
 from hf_toponets import TopoConfig, TopoTrainer, evaluate_blimp  # noqa: E402
 from hf_toponets.training.data import embedded_corpus, train_tokenizer  # noqa: E402
 
@@ -88,7 +88,6 @@ def blimp_across_ranks_and_on_one(out: str, model, tokenizer, full_state: dict, 
 
 
 def fsdp2_step(out: str, global_batch: int, tau: float) -> None:
-    import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor import DTensor
 
@@ -110,7 +109,6 @@ def fsdp2_step(out: str, global_batch: int, tau: float) -> None:
         save_file({n: t.contiguous() for n, t in full.items() if "c_fc" in n}, out)
         print("TOPO_LOG", trainer._topo_count, loss.item(), type(model).__name__)
     blimp_across_ranks_and_on_one(out, model, trainer.processing_class, full, rank)  # on the sharded model
-    dist.destroy_process_group()
 
 
 def main(out: str, mode: str, global_batch: int = 8, tau: float = 2.0) -> None:
@@ -136,10 +134,8 @@ def main(out: str, mode: str, global_batch: int = 8, tau: float = 2.0) -> None:
         Path(f"{out}.rank{trainer.args.process_index}.json").write_text(json.dumps({"loads": len(loads), "metrics": metrics}))
         blimp_across_ranks_and_on_one(out, trainer.model, trainer.processing_class, trainer.model.state_dict(),
                                       trainer.args.process_index)
-    if world > 1:  # tear gloo down before exit: left to interpreter shutdown, a rank can abort (SIGABRT)
-        trainer.accelerator.wait_for_everyone()
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2], *(int(a) for a in sys.argv[3:]))
+    end_worker()

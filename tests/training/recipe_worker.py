@@ -22,6 +22,7 @@ from transformers import TrainerCallback  # noqa: E402
 
 import hf_toponets  # noqa: E402
 import train_clm  # noqa: E402
+from conftest import end_worker  # noqa: E402
 
 assert Path(hf_toponets.__file__).resolve().is_relative_to(CHECKOUT), f"imported {hf_toponets.__file__}, not {CHECKOUT}"
 
@@ -66,8 +67,4 @@ if __name__ == "__main__":
         train_clm.main(argv, callbacks=[Interrupt(int(value), kill=True)])
     else:
         recipe(Path(value), argv)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # tear gloo down before exit (see dist_worker)
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
+    end_worker()
