@@ -6,9 +6,9 @@ body once. The trie is cut into *segments*, maximal chains of nodes without a br
 first node sits at depth ``P`` runs as ``S`` new tokens at positions ``P .. P+S-1`` after the cached
 keys and values of its ``P`` ancestors: exactly what a full forward computes for those positions,
 local (sliding-window) attention and position embeddings included, since the past is the true
-prefix at its true positions. Segments of one start depth share a forward, right-padded (causal
-attention keeps padding after every real position); the keys and values of each new node are kept
-in a per-chunk store, indexed by node, for the segments below it.
+prefix at its true positions. Segments of one start depth share a forward, all cut to one width
+(see :func:`schedule`); the keys and values of each new node are kept in a per-chunk store, indexed
+by node, for the segments below it.
 
 BLiMP (67 paradigms, GPT-2 BPE, 133,945 distinct sentences): 1,252,116 body positions without sharing,
 696,587 distinct prefixes with it (44% fewer), in 190,623 segments.
@@ -16,7 +16,7 @@ BLiMP (67 paradigms, GPT-2 BPE, 133,945 distinct sentences): 1,252,116 body posi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -55,25 +55,39 @@ def segments(parent: list[int], seq_nodes: list[list[int]], chunk: list[int]) ->
     return out
 
 
-def pack_segments(segs: list[Segment], budget: int) -> list[list[Segment]]:
-    """Forwards of one start depth each, longest segments first: at most ``budget`` positions counted as
-    ``rows * (start depth + longest segment)`` (the past is attended and gathered too), and no segment
-    shorter than 3/4 of its forward's longest (padding: 51% of the positions on two BLiMP paradigms
-    without this cut, 10% with it, for 1.6x the forwards)."""
-    by_depth: dict[int, list[Segment]] = {}
-    for s in segs:
-        by_depth.setdefault(len(s.past), []).append(s)
-    batches: list[list[Segment]] = []
-    for depth in sorted(by_depth):
+def schedule(segs: list[Segment], budget: int) -> Iterator[list[Segment]]:
+    """The forwards, in an order where every past is computed first: each a list of equal-width segments
+    of one start depth (no padding).
+
+    Depths are taken in increasing order; at each, the segments (longest first) fill a forward up to
+    ``budget`` positions, counted as ``rows * (start depth + width)`` (the past is attended and gathered
+    too), while at least half as long as its first. The forward runs the width of its shortest; the rest
+    of each longer one is a new segment, at the depth where it now starts (on two BLiMP paradigms at 125M
+    scale: no padding, against 10% of the positions with right padding).
+    """
+    pending: dict[int, list[Segment]] = {}
+    for seg in segs:
+        pending.setdefault(len(seg.past), []).append(seg)
+    while pending:
+        depth = min(pending)
         current: list[Segment] = []
-        for s in sorted(by_depth[depth], key=lambda s: -len(s.nodes)):
-            width = len(current[0].nodes) if current else 0
-            if current and (4 * len(s.nodes) < 3 * width or (len(current) + 1) * (depth + width) > budget):
-                batches.append(current)
+        for seg in sorted(pending.pop(depth), key=lambda s: -len(s.nodes)):
+            if current and (2 * len(seg.nodes) < len(current[0].nodes)
+                            or (len(current) + 1) * (depth + len(seg.nodes)) > budget):
+                yield _cut(current, pending)
                 current = []
-            current.append(s)
-        batches.append(current)
-    return batches
+            current.append(seg)
+        yield _cut(current, pending)
+
+
+def _cut(batch: list[Segment], pending: dict[int, list[Segment]]) -> list[Segment]:
+    """``batch`` cut to its shortest width; the rest of each longer segment goes to ``pending`` at its depth."""
+    width = min(len(seg.nodes) for seg in batch)
+    for seg in batch:
+        if len(seg.nodes) > width:
+            rest = Segment(seg.nodes[width:], [*seg.past, *seg.nodes[:width]])
+            pending.setdefault(len(rest.past), []).append(rest)
+    return [Segment(seg.nodes[:width], seg.past) for seg in batch]
 
 
 class KVStore:
@@ -109,14 +123,12 @@ def run_segments(body: nn.Module, tokens: list[int], segs: list[Segment], budget
     """Run ``body`` once over every node of ``segs`` (``tokens[n]``: node ``n``'s input token);
     ``on_hidden(hidden (N, H), nodes)`` receives the last hidden state of each node."""
     store = KVStore([n for s in segs for n in s.nodes])
-    for batch in pack_segments(segs, budget):
+    for batch in schedule(segs, budget):
         depth, width = len(batch[0].past), len(batch[0].nodes)
-        ids = torch.tensor([[tokens[n] for n in s.nodes] + [tokens[s.nodes[0]]] * (width - len(s.nodes))
-                            for s in batch], device=device)  # (rows, width), right-padded
+        ids = torch.tensor([[tokens[n] for n in s.nodes] for s in batch], device=device)  # (rows, width)
         positions = torch.arange(depth, depth + width, device=device).expand(len(batch), -1)
         out = body(input_ids=ids, position_ids=positions, cache=store.past(batch, device), use_cache=True)
-        rows = torch.tensor([r for r, s in enumerate(batch) for _ in s.nodes], device=device)
-        ts = torch.tensor([t for s in batch for t in range(len(s.nodes))], device=device)
         nodes = [n for s in batch for n in s.nodes]
-        store.keep(out.cache, rows, ts + depth, nodes)
-        on_hidden(out.last_hidden_state[rows, ts], nodes)
+        rows = torch.arange(len(batch), device=device).repeat_interleave(width)
+        store.keep(out.cache, rows, torch.arange(depth, depth + width, device=device).repeat(len(batch)), nodes)
+        on_hidden(out.last_hidden_state.flatten(0, 1), nodes)

@@ -21,7 +21,9 @@ from tqdm.auto import tqdm
 
 from .prefix_cache import run_segments, segments
 
-CHUNK = 128  # prefixes per output-layer block: (128, V) float32 logits, ~25 MB for GPT-2's 50,257 tokens
+CHUNK = 128  # positions compared by the head check below
+HEAD_ROWS = 512  # prefixes per output-layer block
+VOCAB_BLOCK = 1024  # vocabulary rows per step of a plain Linear head: (1024, 512) float32 logits, 2 MB
 SHARED_CHUNK = 1024  # sequences whose prefixes' keys and values are kept at once (GPT-Neo-125M: ~400 MB)
 
 
@@ -81,17 +83,68 @@ def _head_matches(model, head, hidden, ids, rows, ts) -> bool:
     return torch.allclose(head(hidden[:CHUNK]).float(), full, rtol=1e-4, atol=1e-4)
 
 
-def _score_nodes(head, states: torch.Tensor, nodes: list[int], table: PrefixTable, logprob: torch.Tensor) -> None:
-    """``logprob[need]`` for every need of ``nodes`` from their states ``(N, H)`` (``head`` None: already
-    logits ``(N, V)``), in ``(CHUNK, V)`` blocks that stay in cache."""
-    device = states.device
-    for start in range(0, len(nodes), CHUNK):
-        block = states[start : start + CHUNK]
-        logits = (head(block) if head is not None else block).float()
-        logits = torch.log_softmax(logits, -1, out=logits)  # in place: fresh (CHUNK, V) pages cost more
-        picks = [(k, tok, need) for k, node in enumerate(nodes[start : start + CHUNK]) for tok, need in table.needs[node]]
-        k, tok, need = (list(c) for c in zip(*picks))
-        logprob[need] = logits[torch.tensor(k, device=device), torch.tensor(tok, device=device)].double().cpu()
+class HeadBlocks:
+    """The output layer over prefix states gathered from many forwards, in blocks of ``HEAD_ROWS``.
+
+    ``add(states (N, H), nodes)`` buffers; each full block (and ``flush()``) sets ``logprob[need]`` for every
+    need of its nodes: ``z[tok] - logsumexp(z)`` with ``z = head(h)`` in float32 (``head`` None: ``states``
+    are already logits ``(N, V)``, scored at once). A plain ``nn.Linear`` head runs through
+    :func:`_linear_log_softmax` (GPT-2's head on one CPU core: 0.95 ms per prefix, against 1.5 ms for
+    ``log_softmax(head(h))`` on 128 rows).
+    """
+
+    def __init__(self, head: nn.Module | None, table: PrefixTable, logprob: torch.Tensor):
+        self.head, self.table, self.logprob = head, table, logprob
+        self.states: list[torch.Tensor] = []
+        self.nodes: list[int] = []
+
+    def add(self, states: torch.Tensor, nodes: list[int]) -> None:
+        self.states.append(states)
+        self.nodes.extend(nodes)
+        if self.head is None or len(self.nodes) >= HEAD_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.nodes:
+            return
+        states, nodes = torch.cat(self.states), self.nodes
+        self.states, self.nodes = [], []
+        for start in range(0, len(nodes), HEAD_ROWS):
+            self._block(states[start : start + HEAD_ROWS], nodes[start : start + HEAD_ROWS])
+
+    def _block(self, block: torch.Tensor, nodes: list[int]) -> None:
+        picks = [(k, tok, need) for k, node in enumerate(nodes) for tok, need in self.table.needs[node]]
+        k, tok, need = (torch.tensor(c, device=block.device) for c in zip(*picks))
+        head = self.head
+        if type(head) is nn.Linear and block.dtype == head.weight.dtype:
+            picked = _linear_log_softmax(head.weight, head.bias, block, tok, k)
+        else:
+            logits = (head(block) if head is not None else block).float()  # (rows, V)
+            picked = torch.log_softmax(logits, -1, out=logits)[k, tok]  # in place: fresh (rows, V) pages cost more
+        self.logprob[need.cpu()] = picked.double().cpu()
+
+
+def _linear_log_softmax(weight: torch.Tensor, bias: torch.Tensor | None, states: torch.Tensor, tok: torch.Tensor,
+                        k: torch.Tensor) -> torch.Tensor:
+    """``log_softmax(states @ weight^T + bias)[k, tok]`` in float32, over blocks of VOCAB_BLOCK vocabulary rows.
+
+    Each block ``z = W_b @ states^T`` ``(VOCAB_BLOCK, rows)`` stays in cache while the running
+    ``logsumexp`` takes it in (``m' = max(m, max z)``, ``s' = s e^{m - m'} + sum e^{z - m'}``) and the
+    picked logits are read from it: one pass over the weight and no ``(V, rows)`` tensor.
+    """
+    rows = states.shape[0]
+    top = torch.full((rows,), -torch.inf, device=states.device)
+    total = torch.zeros(rows, device=states.device)
+    picked = torch.empty(len(tok), device=states.device)
+    for start in range(0, weight.shape[0], VOCAB_BLOCK):
+        w = weight[start : start + VOCAB_BLOCK]
+        z = (torch.mm(w, states.T) if bias is None else torch.addmm(bias[start : start + VOCAB_BLOCK, None], w, states.T)).float()
+        inside = ((tok >= start) & (tok < start + len(w))).nonzero().squeeze(1)
+        picked[inside] = z[tok[inside] - start, k[inside]]
+        new_top = torch.maximum(top, z.amax(0))
+        total = total * torch.exp(top - new_top) + (z - new_top).exp_().sum(0)
+        top = new_top
+    return picked - (total.log() + top)[k]
 
 
 def score_sequences(model: nn.Module, sequences: list[tuple[int, ...]], batches: list[list[int]],
@@ -125,17 +178,19 @@ def _score_shared(split, sequences, table: PrefixTable, logprob: torch.Tensor, b
     body, head = split
     device = next(body.parameters()).device
     scored = torch.zeros(len(table.parent), dtype=torch.bool)  # a chunk may recompute its first nodes' states
+    blocks = HeadBlocks(head, table, logprob)
 
     def on_hidden(hidden, nodes):
         fresh = [k for k, n in enumerate(nodes) if not scored[n]]
         scored[[nodes[k] for k in fresh]] = True
-        _score_nodes(head, hidden[fresh], [nodes[k] for k in fresh], table, logprob)
+        blocks.add(hidden[fresh], [nodes[k] for k in fresh])
 
     order = sorted(range(len(sequences)), key=sequences.__getitem__)
     for start in range(0, len(order), SHARED_CHUNK):
         chunk = order[start : start + SHARED_CHUNK]
         run_segments(body, table.token, segments(table.parent, table.seq_nodes, chunk), budget, device, on_hidden)
         bar.update(len(chunk))
+    blocks.flush()
 
 
 def _body_dominates(body: nn.Module, head: nn.Module) -> bool:
@@ -170,6 +225,7 @@ def _sharing_matches(model, split, sequences, table: PrefixTable, budget: int) -
 
 def _score_unshared(model, split, sequences, batches, table: PrefixTable, logprob: torch.Tensor, bar) -> None:
     device = next(model.parameters()).device
+    blocks = HeadBlocks(split[1] if split is not None else None, table, logprob)
     for b, batch in enumerate(batches):
         owned = table.owners[b]
         bar.update(len(batch))
@@ -182,9 +238,11 @@ def _score_unshared(model, split, sequences, batches, table: PrefixTable, logpro
             hidden = split[0](input_ids=ids).last_hidden_state[rows, ts]  # (N, H)
             if b == 0 and not _head_matches(model, split[1], hidden, ids, rows, ts):
                 split = None  # the model does more than head(body(x)): use its own logits
+                blocks = HeadBlocks(None, table, logprob)
         if split is None:
             hidden = model(input_ids=ids).logits[rows, ts]  # (N, V): already the logits
-        _score_nodes(split[1] if split is not None else None, hidden, [n for _, _, n in owned], table, logprob)
+        blocks.add(hidden, [n for _, _, n in owned])
+    blocks.flush()
 
 
 def _right_padded(sequences: list[tuple[int, ...]]) -> torch.Tensor:

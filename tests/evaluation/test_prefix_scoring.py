@@ -43,6 +43,33 @@ def test_models_whose_logits_are_not_head_of_body_fall_back():
     assert got.tolist() == pytest.approx(naive_scores(model, SEQS), abs=1e-4)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_blocked_linear_log_softmax_equals_log_softmax(bias, monkeypatch):
+    from hf_toponets.evaluation import prefix_scoring
+
+    monkeypatch.setattr(prefix_scoring, "VOCAB_BLOCK", 7)  # 53 = 7 x 7 + 4: a running logsumexp over 8 blocks
+    g = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(12, 53, bias=bias)
+    with torch.no_grad():
+        head.weight.mul_(20)  # logits spread over ~+-20: a block's max matters
+        states = torch.randn(9, 12, generator=g)
+        k = torch.tensor([0, 0, 3, 5, 8, 8, 8, 2])
+        tok = torch.tensor([0, 52, 7, 6, 13, 49, 0, 20])  # first and last vocabulary rows, block edges
+        got = prefix_scoring._linear_log_softmax(head.weight, head.bias, states, tok, k)
+        want = torch.log_softmax(head(states).double(), -1)[k, tok]
+    assert torch.allclose(got.double(), want, rtol=0, atol=1e-5)
+
+
+def test_head_blocks_across_forwards_equal_one_sequence_at_a_time(monkeypatch):
+    from hf_toponets.evaluation import prefix_scoring
+
+    monkeypatch.setattr(prefix_scoring, "HEAD_ROWS", 5)  # blocks that span forwards, and forwards split into blocks
+    monkeypatch.setattr(prefix_scoring, "VOCAB_BLOCK", 5)
+    model = tiny_gpt_neo(vocab=16).eval()
+    got = score_sequences(model, SEQS, [[0, 1], [2, 3], [4, 5]], progress=False)
+    assert got.tolist() == pytest.approx(naive_scores(model, SEQS), abs=1e-4)
+
+
 # Body prefix sharing (evaluation.prefix_cache): each distinct prefix through the body once, shared
 # prefixes as cached keys and values. Oracle: the same scores without sharing, and one sequence at a time.
 def random_pairs(seed, n_pairs=20, vocab=16, max_len=14):
@@ -83,7 +110,7 @@ def test_shared_body_equals_unshared_per_sequence(make, monkeypatch):
 
 
 def test_segments_cover_every_prefix_once_after_its_ancestors():
-    from hf_toponets.evaluation.prefix_cache import pack_segments, segments
+    from hf_toponets.evaluation.prefix_cache import schedule, segments
 
     seqs = random_pairs(1)
     table = PrefixTable(seqs, [list(range(len(seqs)))])
@@ -93,11 +120,20 @@ def test_segments_cover_every_prefix_once_after_its_ancestors():
     for s in segs:
         path = s.past + s.nodes
         assert [table.parent[n] for n in path] == [-1, *path[:-1]]  # the true ancestors, in order
-    batches = pack_segments(segs, budget=20)
-    assert sorted(n for b in batches for s in b for n in s.nodes) == sorted(nodes)
-    assert all(len({len(s.past) for s in b}) == 1 for b in batches)  # one start depth per forward
-    assert all(len(b) == 1 or len(b) * (len(b[0].past) + len(b[0].nodes)) <= 20 for b in batches)
-    assert all(4 * len(s.nodes) >= 3 * len(b[0].nodes) for b in batches for s in b)  # padding <= 1/4 of a row
+    done, widths = set(), set()
+    for batch in schedule(segs, budget=20):
+        assert len({len(s.past) for s in batch}) == 1 and len({len(s.nodes) for s in batch}) == 1  # no padding
+        assert len(batch) == 1 or len(batch) * (len(batch[0].past) + len(batch[0].nodes)) <= 20
+        for s in batch:
+            assert set(s.past) <= done  # every past computed by an earlier forward
+            path = s.past + s.nodes
+            assert [table.parent[n] for n in path] == [-1, *path[:-1]]  # cut pieces keep their true past
+        new = [n for s in batch for n in s.nodes]
+        assert done.isdisjoint(new)
+        done.update(new)
+        widths.add(len(batch[0].nodes))
+    assert sorted(done) == list(range(len(table.parent)))  # each prefix once, in some forward
+    assert len(widths) > 1  # segments of several widths: the cut-to-width branch ran
 
 
 def test_a_model_whose_cache_cannot_be_used_falls_back():
