@@ -17,8 +17,9 @@ import statistics
 import time
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoConfig, GPTNeoForCausalLM
+from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoForCausalLM
 
+from _models import gpt_neo_125m_config
 from hf_toponets.analysis.activations import collect_activations, run_hooked
 
 TYPES = {  # (model, module name suffix, what it is)
@@ -32,7 +33,7 @@ TYPES = {  # (model, module name suffix, what it is)
 def build(name: str):
     torch.manual_seed(0)
     if name == "gpt-neo":
-        config = GPTNeoConfig(hidden_size=768, num_layers=12, num_heads=12, attention_types=[[["global", "local"], 6]])
+        config = gpt_neo_125m_config()
         return GPTNeoForCausalLM(config).eval()
     return GPT2LMHeadModel(GPT2Config()).eval()
 

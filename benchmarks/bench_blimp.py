@@ -51,7 +51,7 @@ from hf_toponets.evaluation import blimp
 from hf_toponets.evaluation.blimp import encode_sentences, evaluate_blimp
 from hf_toponets.evaluation.blimp_data import load_blimp
 from hf_toponets.evaluation.prefix_cache import segments
-from hf_toponets.evaluation.prefix_scoring import SHARED_CHUNK, PrefixTable
+from hf_toponets.evaluation.prefix_scoring import KV_BYTES, PrefixTable, _chunks
 from hf_toponets.hub.loading import load_pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,7 +143,7 @@ def main():
                 fn()
                 times[name].append(time.perf_counter() - start)
         report(first, times, uids, args)
-        print_body_positions(tokenizer, args.data, uids)
+        print_body_positions(tokenizer, args.data, uids, model.config)
 
 
 def unshared(run):
@@ -156,20 +156,22 @@ def unshared(run):
         blimp.score_sequences = original
 
 
-def body_positions(sequences: list[tuple[int, ...]]) -> tuple[int, int]:
-    """Body input positions without sharing (``sum(len - 1)``) and with it (each chunk's segments)."""
+def body_positions(sequences: list[tuple[int, ...]], per_node: int) -> tuple[int, int]:
+    """Body input positions without sharing (``sum(len - 1)``) and with it (each chunk's segments, chunks
+    of ``KV_BYTES // per_node`` prefixes)."""
     table = PrefixTable(sequences, [])
     order = sorted(range(len(sequences)), key=sequences.__getitem__)
-    shared = sum(len(s.nodes) for start in range(0, len(order), SHARED_CHUNK)
-                 for s in segments(table.parent, table.seq_nodes, order[start : start + SHARED_CHUNK]))
+    shared = sum(len(s.nodes) for chunk in _chunks(order, table.seq_nodes, KV_BYTES // per_node)
+                 for s in segments(table.parent, table.seq_nodes, chunk))
     return sum(len(x) - 1 for x in sequences), shared
 
 
-def print_body_positions(tokenizer, data: str, uids: list[str]) -> None:
+def print_body_positions(tokenizer, data: str, uids: list[str], config) -> None:
+    per_node = 2 * config.num_layers * config.hidden_size * 4  # float32 keys and values of every layer
     everything = load_blimp(data)
     for name, pairs in (("these paradigms", {u: everything[u] for u in uids}), ("all of BLiMP", everything)):
         encoded = encode_sentences(tokenizer, [s for u in pairs for p in pairs[u] for s in (p.good, p.bad)])
-        plain, shared = body_positions(list(dict.fromkeys(map(tuple, encoded))))
+        plain, shared = body_positions(list(dict.fromkeys(map(tuple, encoded))), per_node)
         print(f"body positions on {name}: {plain:,} without prefix sharing, {shared:,} with it "
               f"({1 - shared / plain:.1%} fewer)")
 

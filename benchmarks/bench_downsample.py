@@ -13,11 +13,8 @@ import statistics
 import time
 
 import torch
-from transformers import GPTNeoConfig, GPTNeoForCausalLM
-
-from hf_toponets.core.config import TopoConfig
+from _models import gpt_neo_125m_toponet
 from hf_toponets.conversion.downsample import count_parameters, downsample_model
-from hf_toponets.core.metadata import attach_topo_config
 
 
 def forward_seconds(model, ids) -> float:
@@ -36,14 +33,11 @@ def main():
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    config = GPTNeoConfig(hidden_size=768, num_layers=12, num_heads=12, attention_types=[[["global", "local"], 6]])
-    model = GPTNeoForCausalLM(config).eval()
-    attach_topo_config(model, TopoConfig(target_modules=["c_fc"]))
+    model = gpt_neo_125m_toponet()
     start = time.perf_counter()
     small = downsample_model(model, keep=args.keep, mode="shrink").eval()
     build = time.perf_counter() - start
-    ids = torch.randint(0, config.vocab_size, (args.batch, args.seq))
+    ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq))
     runs = {"original": model, "shrink": small}
     times = {name: [] for name in runs}
     with torch.inference_mode():

@@ -12,15 +12,15 @@ import time
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import GPTNeoConfig, GPTNeoForCausalLM
+from transformers import GPTNeoForCausalLM
 
+from _models import gpt_neo_125m_config
 from hf_toponets import TopoConfig, resolve_targets, topo_loss
 
 
 def build(kind: str, rank: int):
     torch.manual_seed(0)
-    model = GPTNeoForCausalLM(GPTNeoConfig(hidden_size=768, num_layers=12, num_heads=12,
-                                           attention_types=[[["global", "local"], 6]]))
+    model = GPTNeoForCausalLM(gpt_neo_125m_config())
     if kind == "plain":
         return model
     torch.manual_seed(1)

@@ -27,8 +27,9 @@ import time
 import torch
 from topoloss import LaplacianPyramid, TopoLoss
 from torch import nn
-from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoConfig, GPTNeoForCausalLM
+from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoForCausalLM
 
+from _models import gpt_neo_125m_config
 from hf_toponets import TopoConfig, resolve_targets, topo_loss
 
 # (c_out, c_in, k) of ResNet-18's convolutions, in order: stem, 4 stages of 2 blocks, 1x1 shortcuts
@@ -41,7 +42,7 @@ def build(suite: str, device: str):
     """``(our model, our target names, reference model, reference layer names)``, seeded."""
     torch.manual_seed(0)
     if suite == "gpt-neo":
-        config = GPTNeoConfig(hidden_size=768, num_layers=12, num_heads=12, attention_types=[[["global", "local"], 6]])
+        config = gpt_neo_125m_config()
         model = GPTNeoForCausalLM(config).to(device)
         names = list(resolve_targets(model, TopoConfig(target_modules=["c_fc"])))
         return model, names, model, names

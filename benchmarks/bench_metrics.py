@@ -23,8 +23,9 @@ import sys
 import time
 
 import torch
-from transformers import GPTNeoConfig, GPTNeoForCausalLM
+from transformers import GPTNeoForCausalLM
 
+from _models import gpt_neo_125m_config
 from hf_toponets import TopoConfig, resolve_targets
 from hf_toponets.analysis.activations import Moments, collect_activations
 from hf_toponets.analysis.dimensionality import effective_dimensionality_from_covariance
@@ -69,7 +70,7 @@ def main():
     parser.add_argument("--memory-of", choices=["collect", "forward"], help=argparse.SUPPRESS)  # internal
     args = parser.parse_args()
     torch.manual_seed(0)
-    config = GPTNeoConfig(hidden_size=768, num_layers=12, num_heads=12, attention_types=[[["global", "local"], 6]])
+    config = gpt_neo_125m_config()
     model = GPTNeoForCausalLM(config).eval()
     modules = {n: t.module for n, t in resolve_targets(model, TopoConfig(target_modules=["c_fc"])).items()}
     ids = torch.randint(config.vocab_size, (args.sequences, args.seq_len), generator=torch.Generator().manual_seed(0))

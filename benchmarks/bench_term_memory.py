@@ -75,10 +75,11 @@ def up_proj(device: str, dtype: str, reference: bool) -> dict:
 
 def gpt_neo_125m(device: str):
     import torch
-    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+    from _models import gpt_neo_125m_config
+    from transformers import GPTNeoForCausalLM
 
     torch.manual_seed(0)
-    config = GPTNeoConfig(hidden_size=768, num_layers=12, num_heads=12, attention_types=[[["global", "local"], 6]])
+    config = gpt_neo_125m_config()
     return GPTNeoForCausalLM(config).to(device)
 
 

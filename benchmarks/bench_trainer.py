@@ -9,8 +9,7 @@ favour either; each has its own AdamW. Prints the medians, TopoTrainer's overhea
 topographic term's own cost (forward + backward of the TopoLosses alone).
 
 - ``gpt-neo-125m`` (default, batch 8 x 512 tokens): the 12 ``c_fc`` sheets (48 x 64 x 768).
-  ``GPTNeoConfig(hidden_size=768, num_layers=12, num_heads=12, attention_types=[[["global", "local"], 6]])``
-  (``GPTNeoConfig()``'s defaults are the 1.3B model).
+  ``_models.gpt_neo_125m_config()``.
 - ``resnet-18`` (default batch 32 x 3 x 224 x 224, 1000 classes): the 19 Conv2d sheets of the
   residual blocks (8 x 8 up to 16 x 32 units, small but many), as the paper's ResNet-18 TopoNets.
 """
@@ -21,8 +20,9 @@ import tempfile
 import time
 
 import torch
-from transformers import GPTNeoConfig, GPTNeoForCausalLM, ResNetConfig, ResNetForImageClassification, Trainer, TrainingArguments
+from transformers import GPTNeoForCausalLM, ResNetConfig, ResNetForImageClassification, Trainer, TrainingArguments
 
+from _models import gpt_neo_125m_config
 from hf_toponets import TopoConfig, TopoTrainer, resolve_targets, topo_loss
 
 
@@ -38,7 +38,7 @@ def step(trainer, inputs, accumulation: int = 1) -> float:
 
 
 def gpt_neo(a):
-    config = GPTNeoConfig(hidden_size=768, num_layers=12, num_heads=12, attention_types=[[["global", "local"], 6]])
+    config = gpt_neo_125m_config()
     model = GPTNeoForCausalLM(config)
     ids = torch.randint(0, config.vocab_size, (a.batch or 8, a.seq))
     return model, {"input_ids": ids, "labels": ids}, TopoConfig(target_modules=["c_fc"], tau=a.tau), f"GPT-Neo-125M, batch {a.batch or 8} x {a.seq} tokens"

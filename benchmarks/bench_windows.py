@@ -23,13 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
-from hf_toponets import TopoConfig
+from _models import gpt_neo_125m_toponet
 from hf_toponets.analysis.window_fit import fit_windows
 from hf_toponets.analysis.windows import _pad_batch, swap_sums, window_theta
 from hf_toponets.analysis.word_swap import encode_words, sentence_sequences, swap_variants, swap_vocabulary
-from hf_toponets.core.metadata import attach_topo_config
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -87,10 +85,7 @@ def main():
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    config = GPTNeoConfig(hidden_size=768, num_layers=12, num_heads=12, attention_types=[[["global", "local"], 6]])
-    model = GPTNeoForCausalLM(config).eval()
-    attach_topo_config(model, TopoConfig(target_modules=["c_fc"]))
+    model = gpt_neo_125m_toponet()
     modules = {name: model.get_submodule(name) for name in model.config.topo["sheets"]}
     sentences, tokenizer, source = sentences_and_tokenizer()
     sequences = sentence_sequences(sentences, sentence_length=8, n_sentences=5, n_sequences=args.n_sequences)

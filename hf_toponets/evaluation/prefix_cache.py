@@ -91,10 +91,11 @@ def _cut(batch: list[Segment], pending: dict[int, list[Segment]]) -> list[Segmen
 
 
 class KVStore:
-    """Keys and values of computed nodes, per layer ``(n_nodes, heads, head_dim)``, rows by node id."""
+    """Keys and values of computed nodes, per layer ``(n_nodes, heads, head_dim)``; each forward's new
+    nodes take the next rows, in order (a slice copy), and ``row[node]`` says where."""
 
-    def __init__(self, nodes: list[int]):
-        self.row = {n: i for i, n in enumerate(nodes)}
+    def __init__(self, n_nodes: int):
+        self.capacity, self.row = n_nodes, {}
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
 
@@ -107,28 +108,33 @@ class KVStore:
                 cache.update(k[idx].transpose(1, 2), v[idx].transpose(1, 2), layer)
         return cache
 
-    def keep(self, cache: DynamicCache, rows: torch.Tensor, positions: torch.Tensor, nodes: list[int]) -> None:
-        """Store the new positions ``(rows[k], positions[k])`` of ``cache`` as ``nodes[k]``."""
-        dest = torch.tensor([self.row[n] for n in nodes], device=rows.device)
+    def bytes_per_node(self) -> int:
+        """Memory of one node's keys and values, over all layers."""
+        return sum(t[0].numel() * t.element_size() for t in (*self.keys, *self.values))
+
+    def keep(self, cache: DynamicCache, depth: int, nodes: list[int]) -> None:
+        """Store positions ``depth ..`` of every row of ``cache`` (row-major) as ``nodes``."""
+        start = len(self.row)
         for layer, cached in enumerate(cache.layers):
-            k, v = cached.keys[rows, :, positions], cached.values[rows, :, positions]  # (n, heads, head_dim)
-            if layer == len(self.keys):
-                self.keys.append(k.new_empty(len(self.row), *k.shape[1:]))
-                self.values.append(v.new_empty(len(self.row), *v.shape[1:]))
-            self.keys[layer][dest], self.values[layer][dest] = k, v
+            for store, new in ((self.keys, cached.keys), (self.values, cached.values)):
+                new = new[:, :, depth:].transpose(1, 2).flatten(0, 1)  # (rows * width, heads, head_dim)
+                if layer == len(store):
+                    store.append(new.new_empty(self.capacity, *new.shape[1:]))
+                store[layer][start : start + len(nodes)] = new
+        self.row.update(zip(nodes, range(start, start + len(nodes))))
 
 
 def run_segments(body: nn.Module, tokens: list[int], segs: list[Segment], budget: int, device,
-                 on_hidden: Callable[[torch.Tensor, list[int]], None]) -> None:
+                 on_hidden: Callable[[torch.Tensor, list[int]], None]) -> KVStore:
     """Run ``body`` once over every node of ``segs`` (``tokens[n]``: node ``n``'s input token);
-    ``on_hidden(hidden (N, H), nodes)`` receives the last hidden state of each node."""
-    store = KVStore([n for s in segs for n in s.nodes])
+    ``on_hidden(hidden (N, H), nodes)`` receives the last hidden state of each node. Returns the store."""
+    store = KVStore(sum(len(s.nodes) for s in segs))
     for batch in schedule(segs, budget):
         depth, width = len(batch[0].past), len(batch[0].nodes)
         ids = torch.tensor([[tokens[n] for n in s.nodes] for s in batch], device=device)  # (rows, width)
         positions = torch.arange(depth, depth + width, device=device).expand(len(batch), -1)
         out = body(input_ids=ids, position_ids=positions, cache=store.past(batch, device), use_cache=True)
         nodes = [n for s in batch for n in s.nodes]
-        rows = torch.arange(len(batch), device=device).repeat_interleave(width)
-        store.keep(out.cache, rows, torch.arange(depth, depth + width, device=device).repeat(len(batch)), nodes)
+        store.keep(out.cache, depth, nodes)
         on_hidden(out.last_hidden_state.flatten(0, 1), nodes)
+    return store

@@ -15,6 +15,8 @@ prefix's state is taken from the first batch that holds it. Head: ``head(body(x)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -23,8 +25,8 @@ from .prefix_cache import run_segments, segments
 
 CHUNK = 128  # positions compared by the head check below
 HEAD_ROWS = 512  # prefixes per output-layer block
-VOCAB_BLOCK = 1024  # vocabulary rows per step of a plain Linear head: (1024, 512) float32 logits, 2 MB
-SHARED_CHUNK = 1024  # sequences whose prefixes' keys and values are kept at once (GPT-Neo-125M: ~400 MB)
+VOCAB_BLOCK = 512  # vocabulary rows per step of a plain Linear head: (512, 512) float32 logits, 1 MB
+KV_BYTES = 1 << 30  # keys and values kept at once (GPT-Neo-125M: 74 KB per prefix, 14,563 prefixes)
 
 
 class PrefixTable:
@@ -162,19 +164,21 @@ def score_sequences(model: nn.Module, sequences: list[tuple[int, ...]], batches:
     split = _body_and_head(model)
     with torch.inference_mode(), tqdm(total=len(sequences), desc="BLiMP", unit="sent", disable=not progress) as bar:
         budget = max(map(len, batches)) * max(map(len, sequences))
-        if not (share_prefixes and split is not None and _body_dominates(*split)
-                and _sharing_matches(model, split, sequences, table, budget)):
+        per_node = (_shared_kv_bytes(model, split, sequences, table, budget)
+                    if share_prefixes and split is not None and _body_dominates(*split) else None)
+        if per_node is None:
             _score_unshared(model, split, sequences, batches, table, logprob, bar)
         else:
-            _score_shared(split, sequences, table, logprob, budget, bar)
+            _score_shared(split, sequences, table, logprob, budget, bar, max(1, KV_BYTES // per_node))
     seq_index = torch.tensor([i for i, needs in enumerate(table.seq_needs) for _ in needs])
     flat = torch.tensor([n for needs in table.seq_needs for n in needs])
     return torch.zeros(len(sequences), dtype=torch.float64).index_add_(0, seq_index, logprob[flat])
 
 
-def _score_shared(split, sequences, table: PrefixTable, logprob: torch.Tensor, budget: int, bar) -> None:
-    """Each distinct prefix through the body once (chunks of SHARED_CHUNK sequences in lexicographic
-    order, so that a chunk holds whole subtrees), each through the head once."""
+def _score_shared(split, sequences, table: PrefixTable, logprob: torch.Tensor, budget: int, bar, limit: int) -> None:
+    """Each distinct prefix through the body once, each through the head once: chunks of sequences in
+    lexicographic order (a chunk holds whole subtrees) of at most ``limit`` distinct prefixes, whose
+    keys and values are kept together (KV_BYTES)."""
     body, head = split
     device = next(body.parameters()).device
     scored = torch.zeros(len(table.parent), dtype=torch.bool)  # a chunk may recompute its first nodes' states
@@ -185,12 +189,24 @@ def _score_shared(split, sequences, table: PrefixTable, logprob: torch.Tensor, b
         scored[[nodes[k] for k in fresh]] = True
         blocks.add(hidden[fresh], [nodes[k] for k in fresh])
 
-    order = sorted(range(len(sequences)), key=sequences.__getitem__)
-    for start in range(0, len(order), SHARED_CHUNK):
-        chunk = order[start : start + SHARED_CHUNK]
+    for chunk in _chunks(sorted(range(len(sequences)), key=sequences.__getitem__), table.seq_nodes, limit):
         run_segments(body, table.token, segments(table.parent, table.seq_nodes, chunk), budget, device, on_hidden)
         bar.update(len(chunk))
     blocks.flush()
+
+
+def _chunks(order: list[int], seq_nodes: list[list[int]], limit: int) -> Iterator[list[int]]:
+    """``order`` cut into runs whose sequences hold at most ``limit`` distinct prefixes (one sequence may exceed it)."""
+    chunk: list[int] = []
+    nodes: set[int] = set()
+    for i in order:
+        if chunk and len(nodes.union(seq_nodes[i])) > limit:
+            yield chunk
+            chunk, nodes = [], set()
+        chunk.append(i)
+        nodes.update(seq_nodes[i])
+    if chunk:
+        yield chunk
 
 
 def _body_dominates(body: nn.Module, head: nn.Module) -> bool:
@@ -202,25 +218,27 @@ def _body_dominates(body: nn.Module, head: nn.Module) -> bool:
     return sum(p.numel() for p in body.parameters()) - embedding >= sum(p.numel() for p in head.parameters())
 
 
-def _sharing_matches(model, split, sequences, table: PrefixTable, budget: int) -> bool:
-    """Whether the shared body gives the plain forward's states, and ``head`` of them the model's
-    logits (rtol = atol = 1e-4), on the first 8 sequences in lexicographic order (shared prefixes and
-    branches); an error in the shared body (a cache this code does not know) also means no."""
+def _shared_kv_bytes(model, split, sequences, table: PrefixTable, budget: int) -> int | None:
+    """The bytes of keys and values per prefix when the shared body gives the plain forward's states,
+    and ``head`` of them the model's logits (rtol = atol = 1e-4), on the first 8 sequences in
+    lexicographic order (shared prefixes and branches); None when not, or when the shared body fails
+    (a cache this code does not know)."""
     body, head = split
     sample = sorted(range(len(sequences)), key=sequences.__getitem__)[:8]
     ids = _right_padded([sequences[i] for i in sample]).to(next(body.parameters()).device)[:, :-1]
     states = {}
     try:
-        run_segments(body, table.token, segments(table.parent, table.seq_nodes, sample), budget, ids.device,
-                     lambda hidden, nodes: states.update(zip(nodes, hidden)))
+        store = run_segments(body, table.token, segments(table.parent, table.seq_nodes, sample), budget, ids.device,
+                             lambda hidden, nodes: states.update(zip(nodes, hidden)))
     except Exception:  # noqa: BLE001 - any failure of the cached path only selects the plain one
-        return False
+        return None
     plain, logits = body(input_ids=ids).last_hidden_state, model(input_ids=ids).logits
     positions = [(row, t, n) for row, i in enumerate(sample) for t, n in enumerate(table.seq_nodes[i])]
     shared = torch.stack([states[n] for _, _, n in positions])
     rows, ts = (torch.tensor(c, device=ids.device) for c in list(zip(*positions))[:2])
-    return (torch.allclose(shared, plain[rows, ts], rtol=1e-4, atol=1e-4)
-            and torch.allclose(head(shared).float(), logits[rows, ts].float(), rtol=1e-4, atol=1e-4))
+    exact = (torch.allclose(shared, plain[rows, ts], rtol=1e-4, atol=1e-4)
+             and torch.allclose(head(shared).float(), logits[rows, ts].float(), rtol=1e-4, atol=1e-4))
+    return store.bytes_per_node() if exact else None
 
 
 def _score_unshared(model, split, sequences, batches, table: PrefixTable, logprob: torch.Tensor, bar) -> None:

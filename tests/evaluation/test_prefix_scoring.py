@@ -100,12 +100,18 @@ def test_shared_body_equals_unshared_per_sequence(make, monkeypatch):
 
     model, seqs = make(), random_pairs(0)
     batches = [list(range(i, min(i + 6, len(seqs)))) for i in range(0, len(seqs), 6)]
-    monkeypatch.setattr(prefix_scoring, "SHARED_CHUNK", 12)  # several chunks: prefixes recomputed at their edges
+    layers = model.config.num_layers if hasattr(model.config, "num_layers") else model.config.n_layer
+    monkeypatch.setattr(prefix_scoring, "KV_BYTES", 30 * 2 * layers * 32 * 4)  # 30 prefixes a chunk: several
     used, real = [], prefix_scoring._score_shared
-    monkeypatch.setattr(prefix_scoring, "_score_shared", lambda *a: used.append(1) or real(*a))
+    monkeypatch.setattr(prefix_scoring, "_score_shared", lambda *a: used.append(a[-1]) or real(*a))
+    chunks, real_chunks = [], prefix_scoring._chunks
+    monkeypatch.setattr(prefix_scoring, "_chunks", lambda *a: chunks.extend(real_chunks(*a)) or chunks)
     shared = score_sequences(model, seqs, batches, progress=False)
     unshared = score_sequences(model, seqs, batches, progress=False, share_prefixes=False)
-    assert used == [1]  # the cached path ran (the check on a sample passed)
+    assert used == [30]  # the cached path ran (the check on a sample passed), 30 prefixes per chunk
+    table = PrefixTable(seqs, batches)
+    assert len(chunks) > 2 and all(len({n for i in c for n in table.seq_nodes[i]}) <= 30 for c in chunks)
+    assert sorted(i for c in chunks for i in c) == list(range(len(seqs)))
     assert (shared - unshared).abs().max() <= 1e-5
 
 
