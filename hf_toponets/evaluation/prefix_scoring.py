@@ -10,7 +10,8 @@ Body: when it outweighs the head, each distinct prefix runs once through :mod:`.
 (shared prefixes as cached keys and values), after a check on a few sequences that this model's
 cache gives its plain forward's states; otherwise every (length-sorted, right-padded) sequence of ``batches`` runs whole and each
 prefix's state is taken from the first batch that holds it. Head: ``head(body(x))`` when it equals
-``model(x).logits`` (checked on the first forward), else the model's own logits, once per prefix.
+``model(x).logits`` (checked on the first forward), else the model's own logits, once per prefix,
+in blocks of prefixes gathered across forwards (:class:`HeadBlocks`).
 """
 
 from __future__ import annotations
