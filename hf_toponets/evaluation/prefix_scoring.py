@@ -117,14 +117,15 @@ class HeadBlocks:
 
     def _block(self, block: torch.Tensor, nodes: list[int]) -> None:
         picks = [(k, tok, need) for k, node in enumerate(nodes) for tok, need in self.table.needs[node]]
-        k, tok, need = (torch.tensor(c, device=block.device) for c in zip(*picks))
+        k, tok, need = zip(*picks)
+        k, tok = torch.tensor(k, device=block.device), torch.tensor(tok, device=block.device)
         head = self.head
         if type(head) is nn.Linear and block.dtype == head.weight.dtype:
             picked = _linear_log_softmax(head.weight, head.bias, block, tok, k)
         else:
             logits = (head(block) if head is not None else block).float()  # (rows, V)
             picked = torch.log_softmax(logits, -1, out=logits)[k, tok]  # in place: fresh (rows, V) pages cost more
-        self.logprob[need.cpu()] = picked.double().cpu()
+        self.logprob[list(need)] = picked.double().cpu()
 
 
 def _linear_log_softmax(weight: torch.Tensor, bias: torch.Tensor | None, states: torch.Tensor, tok: torch.Tensor,
@@ -201,7 +202,7 @@ def _chunks(order: list[int], seq_nodes: list[list[int]], limit: int) -> Iterato
     chunk: list[int] = []
     nodes: set[int] = set()
     for i in order:
-        if chunk and len(nodes.union(seq_nodes[i])) > limit:
+        if chunk and len(nodes) + sum(n not in nodes for n in seq_nodes[i]) > limit:  # no set copy per sequence
             yield chunk
             chunk, nodes = [], set()
         chunk.append(i)
